@@ -1,0 +1,100 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Lazy registration of the plugin models with anomalib.
+
+anomalib resolves ``--model NAME`` among the subclasses of ``AnomalibModule`` that are already
+imported, and it has no entry-point group for plugins. The wheel therefore ships a ``.pth`` file
+whose single line calls :func:`install`. That puts a finder on ``sys.meta_path`` which does nothing
+until ``anomalib.models`` is imported; right after that module has executed, it imports
+``anomalib_kd_ext.models`` so that ``AAND`` is registered. Interpreters that never import anomalib
+pay only for importing this module.
+
+A broken plugin must never break anomalib: any error while importing the plugin is turned into a
+warning. Set ``ANOMALIB_KD_EXT_AUTOLOAD=0`` to switch the hook off.
+"""
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+
+TARGET_MODULE = "anomalib.models"
+PLUGIN_MODULE = "anomalib_kd_ext.models"
+
+
+def _import_plugin() -> None:
+    try:
+        importlib.import_module(PLUGIN_MODULE)
+    except Exception as exc:  # noqa: BLE001  anything the plugin raises must stay a warning
+        warnings.warn(
+            f"anomalib-kd-ext: the models AAND/DSKD could not be registered with anomalib ({exc!r}). "
+            f"anomalib works without them; run `python -c 'import {PLUGIN_MODULE}'` to see the full error.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+class _ImportPluginAfterLoader(importlib.abc.Loader):
+    """Delegates to the real loader of ``anomalib.models``, then imports the plugin."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        _import_plugin()
+
+    def __getattr__(self, name: str) -> object:
+        # Resource readers, ``is_package`` and friends come from the real loader.
+        return getattr(self._loader, name)
+
+
+class _AnomalibModelsFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself; wraps the loader of ``anomalib.models`` once."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != TARGET_MODULE:
+            return None
+        uninstall()  # one shot: the hook has no further use once anomalib.models is found
+        spec = None
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            if find_spec is not None and (spec := find_spec(fullname, path, target)) is not None:
+                break
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _ImportPluginAfterLoader(spec.loader)
+        return spec
+
+
+_FINDER = _AnomalibModelsFinder()
+
+
+def install() -> None:
+    """Arm the hook (called from the ``.pth`` file at interpreter start)."""
+    if os.environ.get("ANOMALIB_KD_EXT_AUTOLOAD", "1") == "0":
+        return
+    if TARGET_MODULE in sys.modules:
+        _import_plugin()
+        return
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+
+
+def uninstall() -> None:
+    """Remove the hook from ``sys.meta_path``."""
+    while _FINDER in sys.meta_path:
+        sys.meta_path.remove(_FINDER)

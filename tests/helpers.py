@@ -1,0 +1,49 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Tiny generated datasets for tests: MVTec AD layout, a few small PNG images."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def _object_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A bright textured disc on a dark noisy background, RGB uint8."""
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.35 * size) ** 2
+    image = rng.normal(40, 8, (size, size, 3))
+    stripes = 160 + 30 * np.sin(xx / 3.0)[..., None]
+    image[disc] = (stripes + rng.normal(0, 8, (size, size, 3)))[disc]
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_mvtec_like(
+    root: Path,
+    category: str = "tiny",
+    n_train: int = 8,
+    n_good: int = 3,
+    n_defect: int = 3,
+    size: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Write ``root/category/{train/good, test/good, test/defect, ground_truth/defect}`` and return ``root``."""
+    rng = np.random.default_rng(seed)
+    base = Path(root) / category
+    for folder in ("train/good", "test/good", "test/defect", "ground_truth/defect"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    for i in range(n_train):
+        Image.fromarray(_object_image(rng, size)).save(base / "train/good" / f"{i:03d}.png")
+    for i in range(n_good):
+        Image.fromarray(_object_image(rng, size)).save(base / "test/good" / f"{i:03d}.png")
+    for i in range(n_defect):
+        image = _object_image(rng, size)
+        mask = np.zeros((size, size), dtype=np.uint8)
+        y, x = rng.integers(size // 3, size // 2, 2)
+        side = size // 6
+        image[y : y + side, x : x + side] = rng.integers(0, 255, 3)
+        mask[y : y + side, x : x + side] = 255
+        Image.fromarray(image).save(base / "test/defect" / f"{i:03d}.png")
+        Image.fromarray(mask).save(base / "ground_truth/defect" / f"{i:03d}_mask.png")
+    return Path(root)
