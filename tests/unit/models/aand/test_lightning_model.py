@@ -1,0 +1,142 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""AAND Lightning module: one fit runs both stages, each training only its own parameters."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+
+from anomalib_kd_ext.models import AAND
+from anomalib_kd_ext.models.aand.lightning_model import step_milestones
+
+RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
+
+
+def _small_aand(**kwargs: object) -> AAND:
+    return AAND(**RESNET18, pre_processor=AAND.configure_pre_processor(image_size=(64, 64)), **kwargs)
+
+
+class ParameterWatcher(Callback):
+    """Records, per epoch, the stage, which parameter groups changed, and the learning rates."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict] = []
+        self._before: dict[str, torch.Tensor] = {}
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del trainer
+        self._before = {name: p.detach().clone() for name, p in pl_module.model.named_parameters()}
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        changed = {"teacher": False, "raa": False, "student": False}
+        for name, parameter in pl_module.model.named_parameters():
+            if not torch.equal(parameter.detach(), self._before[name]):
+                changed[name.split(".")[0]] = True
+        optimizers = trainer.optimizers
+        self.epochs.append(
+            {
+                "stage": pl_module.stage,
+                "changed": changed,
+                "lr": [o.param_groups[0]["lr"] for o in optimizers],
+                "student_grads": any(p.grad is not None for p in pl_module.model.student.parameters()),
+            },
+        )
+
+
+def _fit(model: AAND, dataset: Path, tmp_path: Path, callbacks: list[Callback]) -> Engine:
+    seed_everything(0)
+    datamodule = MVTecAD(root=dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
+    engine = Engine(
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        logger=False,
+    )
+    engine.fit(model=model, datamodule=datamodule)
+    return engine
+
+
+def test_stage_switch_and_parameter_partition(tiny_dataset: Path, tmp_path: Path) -> None:
+    model = _small_aand(amplification_epochs=2, distillation_epochs=1)
+    assert model.trainer_arguments["max_epochs"] == 3
+    watcher = ParameterWatcher()
+    engine = _fit(model, tiny_dataset, tmp_path, [watcher])
+    assert [e["stage"] for e in watcher.epochs] == ["amplification", "amplification", "distillation"]
+    for epoch in watcher.epochs[:2]:
+        assert epoch["changed"] == {"teacher": False, "raa": True, "student": False}
+        assert not epoch["student_grads"]
+    assert watcher.epochs[2]["changed"] == {"teacher": False, "raa": False, "student": True}
+
+    checkpoint = torch.load(engine.trainer.checkpoint_callback.best_model_path, weights_only=False)
+    assert checkpoint["aand_stage"] == "distillation"
+    assert len(checkpoint["optimizer_states"]) == 2
+
+
+def test_learning_rate_steps_per_stage(tiny_dataset: Path, tmp_path: Path) -> None:
+    # Stage 1 of 2 epochs decays after epoch int(0.5*2)=1; stage 2 of 2 epochs decays after epoch 1 too.
+    model = _small_aand(amplification_epochs=2, distillation_epochs=2, lr_milestones=(0.5,), learning_rate=0.01)
+    watcher = ParameterWatcher()
+    _fit(model, tiny_dataset, tmp_path, [watcher])
+    lrs = [epoch["lr"] for epoch in watcher.epochs]
+    # lr read before the scheduler step of the epoch end: [stage-1 lr, stage-2 lr]
+    assert lrs[0] == pytest.approx([0.01, 0.01])
+    assert lrs[1] == pytest.approx([0.002, 0.01])
+    assert lrs[2] == pytest.approx([0.002, 0.01])
+    assert lrs[3] == pytest.approx([0.002, 0.002])
+
+
+def test_raa_off_is_plain_reverse_distillation(tiny_dataset: Path, tmp_path: Path) -> None:
+    model = _small_aand(amplification_epochs=5, distillation_epochs=1, use_raa=False)
+    assert model.model.raa is None
+    assert model.trainer_arguments["max_epochs"] == 1
+    watcher = ParameterWatcher()
+    _fit(model, tiny_dataset, tmp_path, [watcher])
+    assert [e["stage"] for e in watcher.epochs] == ["distillation"]
+
+
+def test_step_milestones() -> None:
+    assert step_milestones(100, (0.8, 0.9)) == [80, 90]
+    assert step_milestones(120, (0.8, 0.9)) == [96, 108]
+    assert step_milestones(5, (0.8, 0.9)) == [4, 4]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"amplification_epochs": -1}, "amplification_epochs"),
+        ({"distillation_epochs": 0}, "distillation_epochs"),
+        ({"betas": (0.5,)}, "betas"),
+        ({"foreground": "everything"}, "foreground"),
+        ({"k_hard": 0}, "k_hard"),
+    ],
+)
+def test_invalid_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AAND(**RESNET18, **kwargs)
+
+
+def test_unsupported_input_size_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+    model = AAND(**RESNET18, pre_processor=AAND.configure_pre_processor(image_size=(72, 72)))
+    with pytest.raises(ValueError, match="multiples of 32"):
+        _fit(model, tiny_dataset, tmp_path, [])
+
+
+def test_missing_texture_folder_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+    model = _small_aand(texture_dir=str(tmp_path / "dtd_missing"))
+    with pytest.raises(FileNotFoundError, match="dtd_missing"):
+        _fit(model, tiny_dataset, tmp_path, [])
+
+
+def test_missing_dataset_root(tmp_path: Path) -> None:
+    model = _small_aand(amplification_epochs=1, distillation_epochs=1)
+    datamodule = MVTecAD(root=tmp_path / "no_dataset", category="tiny", num_workers=0)
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False)
+    with pytest.raises(Exception, match="no_dataset"):
+        engine.fit(model=model, datamodule=datamodule)

@@ -1,0 +1,100 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""AAND losses against values computed by hand."""
+
+import math
+
+import pytest
+import torch
+
+from anomalib_kd_ext.models.aand.loss import AmplificationLoss, GateFocalLoss, HardKnowledgeDistillationLoss
+
+
+def _cos(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def _vectors(feature: torch.Tensor) -> list[list[float]]:
+    """(1, C, H, W) -> the C-vectors of the H*W positions, row-major."""
+    return feature[0].flatten(1).T.tolist()
+
+
+def test_hkd_by_hand() -> None:
+    # One level, batch 1, C=2, 2x2 positions, k_hard=2.
+    teacher = torch.tensor([[[[1.0, 0.0], [1.0, 2.0]], [[0.0, 1.0], [1.0, 0.0]]]])
+    student = torch.tensor([[[[1.0, 1.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 1.0]]]])
+    t, s = _vectors(teacher), _vectors(student)
+    distances = sorted((1 - _cos(a, b) for a, b in zip(t, s, strict=True)), reverse=True)
+    hard = (distances[0] + distances[1]) / 2
+    global_term = 1 - _cos(teacher.flatten().tolist(), student.flatten().tolist())
+    loss = HardKnowledgeDistillationLoss(k_hard=2)([teacher], [student])
+    assert float(loss) == pytest.approx(hard + global_term, rel=1e-5)
+    rd_only = HardKnowledgeDistillationLoss(k_hard=2, use_hard=False)([teacher], [student])
+    assert float(rd_only) == pytest.approx(global_term, rel=1e-5)
+
+
+def test_hkd_sums_levels_and_averages_batch() -> None:
+    torch.manual_seed(0)
+    levels_t = [torch.rand(3, 4, 4, 4), torch.rand(3, 8, 2, 2)]
+    levels_s = [torch.rand(3, 4, 4, 4), torch.rand(3, 8, 2, 2)]
+    loss_fn = HardKnowledgeDistillationLoss(k_hard=3)
+    total = loss_fn(levels_t, levels_s)
+    per_level = sum(float(loss_fn([t], [s])) for t, s in zip(levels_t, levels_s, strict=True))
+    assert float(total) == pytest.approx(per_level, rel=1e-6)
+    per_image = [float(loss_fn([t[i : i + 1]], [s[i : i + 1]])) for t, s in [(levels_t[0], levels_s[0])] for i in range(3)]
+    assert float(loss_fn(levels_t[:1], levels_s[:1])) == pytest.approx(sum(per_image) / 3, rel=1e-6)
+
+
+def test_hkd_k_hard_larger_than_positions() -> None:
+    with pytest.raises(ValueError, match="k_hard=10 exceeds the 4 positions"):
+        HardKnowledgeDistillationLoss(k_hard=10)([torch.rand(1, 2, 2, 2)], [torch.rand(1, 2, 2, 2)])
+    with pytest.raises(ValueError, match="positive"):
+        HardKnowledgeDistillationLoss(k_hard=0)
+
+
+def test_amplification_loss_by_hand() -> None:
+    # 2x2 positions, C=2: positions 0 and 1 normal, position 3 anomalous, position 2 background.
+    features = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]], [[0.0, 1.0], [1.0, 1.0]]]])
+    amplified = features.clone()
+    amplified[0, :, 1, 1] = torch.tensor([1.0, -0.5])
+    mask = torch.tensor([[[[False, False], [False, True]]]])
+    foreground = torch.tensor([[[[True, True], [False, True]]]])
+    f, fa = _vectors(features), _vectors(amplified)
+    margin = 0.3
+    expected = sum(max(0.0, _cos(f[n], fa[3]) - (_cos(f[n], f[3]) - margin)) for n in (0, 1)) / 2
+    loss = AmplificationLoss(margin=margin)([features], [amplified], [mask], [foreground])
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert expected > 0
+
+
+def test_amplification_loss_zero_without_anomaly() -> None:
+    features = torch.rand(2, 4, 4, 4, requires_grad=True)
+    mask = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    assert float(AmplificationLoss()([features], [features * 2], [mask])) == 0.0
+
+
+def test_amplification_loss_caps_samples() -> None:
+    torch.manual_seed(0)
+    features = torch.rand(1, 4, 8, 8)
+    mask = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    mask[..., :2, :] = True  # 16 anomalous, 48 normal positions
+    loss_fn = AmplificationLoss(num_normal=5, num_anomalous=3)
+    assert torch.isfinite(loss_fn([features], [features.flip(1)], [mask]))
+
+
+def test_focal_loss_by_hand() -> None:
+    gate = torch.tensor([[[[0.9, 0.2]]]])
+    mask = torch.tensor([[[[1.0, 0.0]]]])
+    alpha, gamma = 0.8, 2.0
+    positive = -alpha * (1 - 0.9) ** gamma * math.log(0.9)
+    negative = -(1 - alpha) * 0.2**gamma * math.log(1 - 0.2)
+    loss = GateFocalLoss(alpha=alpha, gamma=gamma)([gate], [mask])
+    assert float(loss) == pytest.approx((positive + negative) / 2, rel=1e-5)
+
+
+def test_focal_loss_finite_at_saturated_gate() -> None:
+    gate = torch.tensor([[[[0.0, 1.0]]]])
+    mask = torch.tensor([[[[1.0, 0.0]]]])
+    assert torch.isfinite(GateFocalLoss()([gate], [mask]))

