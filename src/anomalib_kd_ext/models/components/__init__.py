@@ -4,7 +4,8 @@
 """Knowledge-distillation building blocks shared by AAND and DSKD."""
 
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
-from .data_checks import check_dataset_available
+from .data_checks import check_dataset_available, check_trainer_dataset
+from .evaluator import kd_evaluator
 from .reverse_student import (
     GeneratedBottleneck,
     GeneratedDecoder,
@@ -32,9 +33,11 @@ __all__ = [
     "architecture_name",
     "build_reverse_student",
     "check_dataset_available",
+    "check_trainer_dataset",
     "cosine_distance",
+    "kd_evaluator",
     "match_state_dict",
     "read_state_dict",
-    "resolve_weights_path",
     "required_input_multiple",
+    "resolve_weights_path",
 ]

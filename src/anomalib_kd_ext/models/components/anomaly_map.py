@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from anomalib.models.components import GaussianBlur2d
 from torch import nn
 

@@ -52,3 +52,10 @@ def check_dataset_available(datamodule: object) -> None:
         "or use anomalib's Folder datamodule for your own images."
     )
     raise FileNotFoundError(msg)
+
+
+def check_trainer_dataset(trainer: object | None) -> None:
+    """Run :func:`check_dataset_available` on the datamodule attached to a trainer, if any."""
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    if datamodule is not None:
+        check_dataset_available(datamodule)

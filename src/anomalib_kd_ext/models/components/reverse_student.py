@@ -25,6 +25,7 @@ Example:
     [torch.Size([24, 64, 64]), torch.Size([40, 32, 32]), torch.Size([112, 16, 16])]
 """
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -82,9 +83,16 @@ class GeneratedBottleneck(nn.Module):
         channels (Sequence[int]): Channels of the teacher levels, fine to coarse.
         strides (Sequence[int]): Strides of the teacher levels, fine to coarse.
         num_blocks (int): Residual blocks in the stride-2 embedding stage. Defaults to ``2``.
+        embedding_channels (int | None): Channels of the embedding. Defaults to twice the coarsest channels.
     """
 
-    def __init__(self, channels: Sequence[int], strides: Sequence[int], num_blocks: int = 2) -> None:
+    def __init__(
+        self,
+        channels: Sequence[int],
+        strides: Sequence[int],
+        num_blocks: int = 2,
+        embedding_channels: int | None = None,
+    ) -> None:
         super().__init__()
         coarse_channels, coarse_stride = channels[-1], strides[-1]
         self.align = nn.ModuleList()
@@ -99,7 +107,7 @@ class GeneratedBottleneck(nn.Module):
                 in_channels = out_channels
             self.align.append(nn.Sequential(*steps))
         fused_channels = coarse_channels * len(channels)
-        self.embedding_channels = 2 * coarse_channels
+        self.embedding_channels = embedding_channels or 2 * coarse_channels
         downsample = nn.Sequential(
             nn.Conv2d(fused_channels, self.embedding_channels, kernel_size=1, stride=2, bias=False),
             nn.BatchNorm2d(self.embedding_channels),
@@ -168,33 +176,9 @@ class ReverseStudent(nn.Module):
         return list(self.decoder(self.bottleneck(list(features))))
 
 
-def build_reverse_student(
-    backbone: str,
-    layers: Sequence[str],
-    channels: Sequence[int],
-    strides: Sequence[int],
-) -> ReverseStudent:
-    """Build the reverse-distillation student that fits a teacher.
-
-    Args:
-        backbone (str): timm name of the teacher (a weights tag is ignored).
-        layers (Sequence[str]): The teacher levels the student reconstructs.
-        channels (Sequence[int]): Channels of those levels.
-        strides (Sequence[int]): Strides of those levels.
-
-    Returns:
-        ReverseStudent: anomalib's OCBE and ResNet decoder for ResNet-family teachers read at
-        ``layer1..layer3``; a generated bottleneck and decoder for any other CNN.
-
-    Raises:
-        ValueError: If the teacher has no decoder rule (strides that do not double between levels).
-    """
-    arch = architecture_name(backbone)
-    if arch in ANOMALIB_RESNET_STUDENTS and tuple(layers) == RESNET_LAYERS:
-        bottleneck = get_bottleneck_layer(arch, **ANOMALIB_RESNET_STUDENTS[arch])
-        return ReverseStudent(bottleneck, get_decoder(arch))
+def _check_strides(backbone: str, layers: Sequence[str], strides: Sequence[int]) -> None:
     try:
-        for fine, coarse in zip(strides[:-1], strides[1:], strict=True):
+        for fine, coarse in itertools.pairwise(strides):
             if _doublings(fine, coarse) < 1:
                 msg = f"two levels share stride {fine}"
                 raise ValueError(msg)
@@ -207,7 +191,45 @@ def build_reverse_student(
             "['blocks.1', 'blocks.2', 'blocks.4'])."
         )
         raise ValueError(msg) from exc
-    bottleneck = GeneratedBottleneck(channels, strides)
+
+
+def build_reverse_student(
+    backbone: str,
+    layers: Sequence[str],
+    channels: Sequence[int],
+    strides: Sequence[int],
+    input_channels: Sequence[int] | None = None,
+) -> ReverseStudent:
+    """Build the reverse-distillation student that fits a teacher.
+
+    Args:
+        backbone (str): timm name of the teacher (a weights tag is ignored).
+        layers (Sequence[str]): The teacher levels the student reconstructs.
+        channels (Sequence[int]): Channels of those levels.
+        strides (Sequence[int]): Strides of those levels.
+        input_channels (Sequence[int] | None): Channels of the levels fed to the bottleneck, when they differ
+            from ``channels`` (e.g. teacher and student features concatenated). The bottleneck is then
+            generated for them. Defaults to ``None`` (same as ``channels``).
+
+    Returns:
+        ReverseStudent: anomalib's OCBE and ResNet decoder for ResNet-family teachers read at
+        ``layer1..layer3``; a generated bottleneck and decoder for any other CNN.
+
+    Raises:
+        ValueError: If the teacher has no decoder rule (strides that do not double between levels).
+    """
+    arch = architecture_name(backbone)
+    same_input = input_channels is None or list(input_channels) == list(channels)
+    if arch in ANOMALIB_RESNET_STUDENTS and tuple(layers) == RESNET_LAYERS:
+        # Bottleneck before decoder: the order of random initialisation is part of the numeric regression tests.
+        if same_input:
+            bottleneck = get_bottleneck_layer(arch, **ANOMALIB_RESNET_STUDENTS[arch])
+        else:
+            embedding_channels = 512 if arch in {"resnet18", "resnet34"} else 2048  # what anomalib's decoder takes
+            bottleneck = GeneratedBottleneck(input_channels, strides, embedding_channels=embedding_channels)
+        return ReverseStudent(bottleneck, get_decoder(arch))
+    _check_strides(backbone, layers, strides)
+    bottleneck = GeneratedBottleneck(channels if same_input else input_channels, strides)
     decoder = GeneratedDecoder(channels, strides, bottleneck.embedding_channels)
     return ReverseStudent(bottleneck, decoder)
 

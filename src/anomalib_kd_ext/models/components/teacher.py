@@ -107,7 +107,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, Mapping):
         msg = f"Teacher weights file '{path}' holds a {type(state).__name__}, not a state dict of tensors."
-        raise ValueError(msg)
+        raise ValueError(msg)  # noqa: TRY004 (a bad file is a bad value, as for the other read errors)
     tensors = {str(k).removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         msg = f"Teacher weights file '{path}' holds no tensors."
