@@ -6,6 +6,7 @@
 The package adds two models to anomalib:
 
 - :class:`AAND`: Anomaly Amplification and Normality Distillation (Tang et al., arXiv 2405.02068).
+- :class:`DSKD`: Dual-Student Knowledge Distillation (Yao and Gao, arXiv 2402.00448).
 
 Importing this package is cheap: the models (and anomalib with them) are imported on first
 attribute access. After ``pip install`` the stock ``anomalib`` command resolves the short model
@@ -20,10 +21,10 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = ["AAND"]
+__all__ = ["AAND", "DSKD"]
 
 if TYPE_CHECKING:
-    from anomalib_kd_ext.models import AAND
+    from anomalib_kd_ext.models import AAND, DSKD
 
 
 def __getattr__(name: str) -> object:

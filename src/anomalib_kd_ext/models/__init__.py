@@ -11,5 +11,6 @@ Example:
 """
 
 from .aand import AAND
+from .dskd import DSKD
 
-__all__ = ["AAND"]
+__all__ = ["AAND", "DSKD"]

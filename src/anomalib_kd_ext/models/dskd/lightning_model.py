@@ -1,0 +1,157 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""DSKD: Dual-Student Knowledge Distillation Networks for Unsupervised Anomaly Detection.
+
+Liyi Yao, Shaobing Gao, `arXiv 2402.00448 <https://arxiv.org/abs/2402.00448>`_ (2024).
+
+A frozen ImageNet teacher is matched, level by level, by two students of inverted structures: an
+encoder-like student (Se, the teacher's topology, fed the image) and a decoder-like student (Sd, a
+reversed network fed by a deep-feature embedding through which the two students interact). No code
+of the paper is public; every choice the paper leaves open is a constructor argument (see README.md).
+
+Example:
+    >>> from anomalib.data import MVTecAD
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_kd_ext.models import DSKD
+    >>> model = DSKD()
+    >>> engine = Engine(max_epochs=200)
+    >>> engine.fit(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
+"""
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import optim
+
+from anomalib_kd_ext.models.components import check_trainer_dataset, kd_evaluator
+
+from .loss import DualStudentLoss
+from .torch_model import DFSource, DSKDModel
+
+
+class DSKD(AnomalibModule):
+    """DSKD Lightning module.
+
+    Args:
+        backbone (str): timm teacher, with weights tag; Se takes the same architecture, randomly initialised.
+            Defaults to ``"resnet18.tv_in1k"`` (the paper's headline backbone, torchvision ImageNet weights).
+        layers (Sequence[str]): Levels matched by both students. Defaults to ``("layer1", "layer2", "layer3")``.
+        pre_trained (bool): Pre-trained teacher (from ``backbone_weights`` or the hub). Defaults to ``True``.
+        backbone_weights (str | None): Local teacher weights file (``.pth``/``.safetensors``, or
+            ``package:<module>/<path>``). Defaults to ``None``.
+        df_source (Literal["student", "teacher", "both"]): Input of the DF embedding. Defaults to ``"student"``.
+        use_encoder_student (bool): Keep Se. Defaults to ``True``.
+        use_decoder_student (bool): Keep the DF embedding and Sd. Defaults to ``True``.
+        detach_encoder_student (bool): Stop Sd's loss from reaching Se through DF. Defaults to ``False``.
+        student_weights (Sequence[float]): Loss weights of (Se, Sd). Defaults to ``(1.0, 1.0)``.
+        learning_rate (float): Adam learning rate. Defaults to ``0.005``.
+        betas (Sequence[float]): Adam betas. Defaults to ``(0.5, 0.999)``.
+        anomaly_map_mode (Literal["add", "multiply"]): Fusion over levels and students. Defaults to ``"add"``.
+        pre_processor (PreProcessor | bool): Pre-processor; the default resizes to 256x256 with ImageNet
+            normalisation. Defaults to ``True``.
+        post_processor (PostProcessor | bool): Post-processor. Defaults to ``True``.
+        evaluator (Evaluator | bool): Evaluator; the default adds AUPRO to anomalib's metrics. Defaults to ``True``.
+        visualizer (Visualizer | bool): Visualizer. Defaults to ``True``.
+
+    Example:
+        >>> from anomalib_kd_ext.models import DSKD
+        >>> model = DSKD(backbone="resnet18", pre_trained=False, df_source="both")
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18.tv_in1k",
+        layers: Sequence[str] = ("layer1", "layer2", "layer3"),
+        pre_trained: bool = True,
+        backbone_weights: str | None = None,
+        df_source: DFSource = "student",
+        use_encoder_student: bool = True,
+        use_decoder_student: bool = True,
+        detach_encoder_student: bool = False,
+        student_weights: Sequence[float] = (1.0, 1.0),
+        learning_rate: float = 0.005,
+        betas: Sequence[float] = (0.5, 0.999),
+        anomaly_map_mode: Literal["add", "multiply"] = "add",
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        if len(betas) != 2:
+            msg = f"betas must hold two values (beta1, beta2), got {list(betas)}."
+            raise ValueError(msg)
+        self.learning_rate = learning_rate
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.model = DSKDModel(
+            backbone=backbone,
+            layers=layers,
+            pre_trained=pre_trained,
+            backbone_weights=backbone_weights,
+            df_source=df_source,
+            use_encoder_student=use_encoder_student,
+            use_decoder_student=use_decoder_student,
+            detach_encoder_student=detach_encoder_student,
+            anomaly_map_mode=anomaly_map_mode,
+        )
+        self.loss = DualStudentLoss(student_weights=student_weights)
+
+    def configure_optimizers(self) -> optim.Adam:
+        """Adam over Se, the DF embedding and Sd (the teacher is frozen)."""
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        return optim.Adam(parameters, lr=self.learning_rate, betas=self.betas)
+
+    def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        """anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
+        check_trainer_dataset(self._trainer)
+        return super().configure_callbacks()
+
+    def on_fit_start(self) -> None:
+        """Check the input size before any work is done."""
+        if self.input_size is not None:
+            self.model.check_input_size(*(int(v) for v in self.input_size))
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Match both students to the teacher on one batch of normal images."""
+        del args, kwargs  # These variables are not used.
+        losses = self.loss(self.model(batch.image))
+        self.log("train_loss", losses["loss"].item(), on_epoch=True, prog_bar=True, logger=True)
+        self.log("train_encoder_loss", losses["encoder_loss"].item(), on_epoch=True, on_step=False, logger=True)
+        self.log("train_decoder_loss", losses["decoder_loss"].item(), on_epoch=True, on_step=False, logger=True)
+        return {"loss": losses["loss"]}
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Predict anomaly maps and scores of a validation batch."""
+        del args, kwargs  # These variables are not used.
+        predictions = self.model(batch.image)
+        return batch.update(**predictions._asdict())
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No gradient clipping, no sanity validation; the number of epochs is the user's."""
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """DSKD learns from normal images only."""
+        return LearningType.ONE_CLASS
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """anomalib's default metrics plus AUPRO (FPR limit 0.3)."""
+        return kd_evaluator()

@@ -1,0 +1,116 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""DSKD torch model: shapes, gradient paths, switches and their errors."""
+
+import pytest
+import torch
+
+from anomalib_kd_ext.models.components import CosineAnomalyMap
+from anomalib_kd_ext.models.dskd.loss import DualStudentLoss, pyramid_matching_loss
+from anomalib_kd_ext.models.dskd.torch_model import DSKDModel
+
+RESNET18 = {"backbone": "resnet18", "layers": ("layer1", "layer2", "layer3"), "pre_trained": False}
+
+
+@pytest.mark.parametrize("df_source", ["student", "teacher", "both"])
+@pytest.mark.parametrize("size", [(256, 256), (320, 224)])
+def test_shapes_for_every_df_source(df_source: str, size: tuple[int, int]) -> None:
+    model = DSKDModel(**RESNET18, df_source=df_source)
+    model.train()
+    features = model(torch.rand(2, 3, *size))
+    expected = [
+        (2, 64, size[0] // 4, size[1] // 4),
+        (2, 128, size[0] // 8, size[1] // 8),
+        (2, 256, size[0] // 16, size[1] // 16),
+    ]
+    for pyramid in (features.teacher, features.encoder_student, features.decoder_student):
+        assert [tuple(f.shape) for f in pyramid] == expected
+    model.eval()
+    with torch.no_grad():
+        output = model(torch.rand(1, 3, *size))
+    assert output.anomaly_map.shape == (1, 1, *size)
+    assert output.pred_score.shape == (1, 1)
+
+
+def _grad_norms(model: DSKDModel, loss: torch.Tensor) -> dict[str, float]:
+    model.zero_grad()
+    loss.backward()
+    norms = {}
+    for part in ("encoder_student", "embedding", "decoder_student", "teacher"):
+        grads = [p.grad for p in getattr(model, part).parameters() if p.grad is not None]
+        norms[part] = float(sum(g.abs().sum() for g in grads)) if grads else 0.0
+    return norms
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_gradient_paths(detach: bool) -> None:
+    torch.manual_seed(0)
+    model = DSKDModel(**RESNET18, detach_encoder_student=detach).train()
+    features = model(torch.rand(2, 3, 64, 64))
+    losses = DualStudentLoss()(features)
+    norms = _grad_norms(model, losses["loss"])
+    assert norms["encoder_student"] > 0
+    assert norms["embedding"] > 0
+    assert norms["decoder_student"] > 0
+    assert norms["teacher"] == 0
+    # Sd's loss alone reaches Se through the DF embedding unless detached.
+    features = model(torch.rand(2, 3, 64, 64))
+    decoder_only = _grad_norms(model, pyramid_matching_loss(features.teacher, features.decoder_student))
+    assert (decoder_only["encoder_student"] == 0) == detach
+
+
+def test_decoder_student_off_gives_encoder_only_map() -> None:
+    torch.manual_seed(0)
+    full = DSKDModel(**RESNET18).eval()
+    encoder_only = DSKDModel(**RESNET18, use_decoder_student=False).eval()
+    encoder_only.load_state_dict(full.state_dict(), strict=False)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        features = full.features(images)
+        expected = CosineAnomalyMap()(features.teacher, features.encoder_student, (64, 64))
+        output = encoder_only(images)
+    assert encoder_only.decoder_student is None
+    assert torch.allclose(output.anomaly_map, expected, atol=1e-6)
+
+
+def test_map_fuses_both_students() -> None:
+    torch.manual_seed(0)
+    model = DSKDModel(**RESNET18).eval()
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        features = model.features(images)
+        generator = CosineAnomalyMap()
+        both = generator(features.teacher * 2, features.encoder_student + features.decoder_student, (64, 64))
+        assert torch.allclose(model(images).anomaly_map, both, atol=1e-6)
+
+
+def test_encoder_student_off_with_teacher_source_is_reverse_distillation() -> None:
+    model = DSKDModel(**RESNET18, use_encoder_student=False, df_source="teacher").train()
+    features = model(torch.rand(1, 3, 64, 64))
+    assert features.encoder_student is None
+    assert len(features.decoder_student) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"use_encoder_student": False, "use_decoder_student": False}, "Both students"),
+        ({"use_encoder_student": False, "df_source": "student"}, "df_source='teacher'"),
+        ({"df_source": "nobody"}, "df_source must be one of"),
+    ],
+)
+def test_invalid_switch_combinations(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DSKDModel(**RESNET18, **kwargs)
+
+
+def test_impossible_size() -> None:
+    model = DSKDModel(**RESNET18).eval()
+    with pytest.raises(ValueError, match="multiples of 32"):
+        model(torch.rand(1, 3, 200, 200))
+
+
+def test_missing_weights_file(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        DSKDModel(backbone="resnet18", backbone_weights=str(tmp_path / "missing.pth"))
