@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""The installed plugin registers AAND with anomalib lazily and can never break anomalib."""
+"""The installed plugin registers AAND and DSKD with anomalib lazily and can never break anomalib."""
 
 import os
 import subprocess
@@ -14,7 +14,7 @@ REPO = Path(__file__).parents[2]
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
         capture_output=True,
@@ -34,9 +34,10 @@ def test_importing_anomalib_models_registers_aand() -> None:
     code = (
         "import sys, anomalib.models as m\n"
         "assert 'anomalib_kd_ext.models' in sys.modules\n"
-        "model = m.get_model('AAND', backbone='resnet18', pre_trained=False)\n"
-        "assert type(model).__name__ == 'AAND'\n"
-        "assert m.get_model('aand', backbone='resnet18', pre_trained=False) is not None\n"
+        "for name in ('AAND', 'DSKD', 'aand', 'dskd'):\n"
+        "    model = m.get_model(name, backbone='resnet18', pre_trained=False)\n"
+        "    assert type(model).__name__ == name.upper(), name\n"
+        "assert {'AAND', 'DSKD'} <= m.list_models(case='pascal')\n"
     )
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -68,14 +69,17 @@ def test_broken_plugin_does_not_break_anomalib() -> None:
     "model_args",
     [
         ["--model", "AAND"],
+        ["--model", "DSKD"],
         ["--model", "anomalib_kd_ext.models.AAND"],
         ["--config", str(REPO / "configs" / "aand_lite0.yaml")],
         ["--config", str(REPO / "configs" / "aand.yaml")],
+        ["--config", str(REPO / "configs" / "dskd.yaml")],
+        ["--config", str(REPO / "configs" / "dskd_lite0.yaml")],
     ],
 )
 def test_cli_resolves_model(model_args: list[str]) -> None:
     anomalib = str(Path(sys.executable).with_name("anomalib"))
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [anomalib, "train", *model_args, "--data", "MVTecAD", "--print_config"],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,
@@ -85,4 +89,3 @@ def test_cli_resolves_model(model_args: list[str]) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "class_path: anomalib_kd_ext" in result.stdout
-    assert "AAND" in result.stdout

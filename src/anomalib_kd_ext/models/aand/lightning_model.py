@@ -31,13 +31,12 @@ Example:
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
-from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Score
+from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
@@ -47,7 +46,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 from torchvision.transforms.v2 import Normalize
 
-from anomalib_kd_ext.models.components import check_dataset_available
+from anomalib_kd_ext.models.components import GuardedExportMixin, check_trainer_dataset, kd_evaluator
 
 from .loss import AmplificationLoss, GateFocalLoss, HardKnowledgeDistillationLoss
 from .synthesis import ForegroundMode, SyntheticAnomalyGenerator
@@ -82,7 +81,7 @@ def step_milestones(epochs: int, fractions: Sequence[float]) -> list[int]:
     return sorted(int(epochs * fraction) for fraction in fractions)
 
 
-class AAND(AnomalibModule):
+class AAND(GuardedExportMixin, AnomalibModule):
     """AAND Lightning module: two-stage training in one run.
 
     Args:
@@ -247,9 +246,7 @@ class AAND(AnomalibModule):
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         """anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
-        trainer = self._trainer
-        if trainer is not None and getattr(trainer, "datamodule", None) is not None:
-            check_dataset_available(trainer.datamodule)
+        check_trainer_dataset(self._trainer)
         return super().configure_callbacks()
 
     def on_fit_start(self) -> None:
@@ -357,15 +354,7 @@ class AAND(AnomalibModule):
     @staticmethod
     def configure_evaluator() -> Evaluator:
         """anomalib's default metrics plus AUPRO (FPR limit 0.3), which the paper reports as PRO."""
-        return Evaluator(
-            test_metrics=[
-                AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
-                F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
-                AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
-                F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
-                AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False, fpr_limit=0.3),
-            ],
-        )
+        return kd_evaluator()
 
 
 def gate_hit_counts(gates: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -23,7 +23,7 @@ Example:
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 EPS = 1e-8
@@ -143,7 +143,9 @@ class HardKnowledgeDistillationLoss(nn.Module):
         self.k_hard = k_hard
         self.use_hard = use_hard
 
-    def forward(self, teacher_features: Sequence[torch.Tensor], student_features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, teacher_features: Sequence[torch.Tensor], student_features: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
         """Sum over levels; features are (N, C, H, W) lists, teacher (target) first."""
         total = teacher_features[0].new_zeros(())
         for teacher, student in zip(teacher_features, student_features, strict=True):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from anomalib.data.utils.generators import PerlinAnomalyGenerator
 from torch import nn
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -201,4 +201,3 @@ class SyntheticAnomalyGenerator(nn.Module):
             augmented[index] = image * (1 - mask) + mask * (weight * perturbation + (1 - weight) * image)
             masks[index] = mask
         return SyntheticBatch(images=augmented, masks=masks, foreground=foreground)
-

@@ -6,6 +6,7 @@
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
 from .data_checks import check_dataset_available, check_trainer_dataset
 from .evaluator import kd_evaluator
+from .export import GuardedExportMixin, check_exportable, removed_on_failure
 from .reverse_student import (
     GeneratedBottleneck,
     GeneratedDecoder,
@@ -27,17 +28,20 @@ __all__ = [
     "CosineAnomalyMap",
     "GeneratedBottleneck",
     "GeneratedDecoder",
+    "GuardedExportMixin",
     "ReverseStudent",
     "Teacher",
     "anomaly_score",
     "architecture_name",
     "build_reverse_student",
     "check_dataset_available",
+    "check_exportable",
     "check_trainer_dataset",
     "cosine_distance",
     "kd_evaluator",
     "match_state_dict",
     "read_state_dict",
+    "removed_on_failure",
     "required_input_multiple",
     "resolve_weights_path",
 ]

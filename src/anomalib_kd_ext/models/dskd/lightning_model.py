@@ -33,13 +33,13 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 
-from anomalib_kd_ext.models.components import check_trainer_dataset, kd_evaluator
+from anomalib_kd_ext.models.components import GuardedExportMixin, check_trainer_dataset, kd_evaluator
 
 from .loss import DualStudentLoss
 from .torch_model import DFSource, DSKDModel
 
 
-class DSKD(AnomalibModule):
+class DSKD(GuardedExportMixin, AnomalibModule):
     """DSKD Lightning module.
 
     Args:

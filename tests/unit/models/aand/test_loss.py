@@ -43,7 +43,9 @@ def test_hkd_sums_levels_and_averages_batch() -> None:
     total = loss_fn(levels_t, levels_s)
     per_level = sum(float(loss_fn([t], [s])) for t, s in zip(levels_t, levels_s, strict=True))
     assert float(total) == pytest.approx(per_level, rel=1e-6)
-    per_image = [float(loss_fn([t[i : i + 1]], [s[i : i + 1]])) for t, s in [(levels_t[0], levels_s[0])] for i in range(3)]
+    per_image = [
+        float(loss_fn([t[i : i + 1]], [s[i : i + 1]])) for t, s in [(levels_t[0], levels_s[0])] for i in range(3)
+    ]
     assert float(loss_fn(levels_t[:1], levels_s[:1])) == pytest.approx(sum(per_image) / 3, rel=1e-6)
 
 

@@ -43,7 +43,9 @@ def test_amplification_forward_uses_ground_truth_gate(model: AANDModel) -> None:
     masks = torch.zeros(2, 1, 64, 64)
     masks[:, :, :32] = 1.0
     output = model.amplification_forward(torch.rand(2, 3, 64, 64), masks)
-    for feature, amplified, mask, gate in zip(output.features, output.amplified, output.masks, output.gates, strict=True):
+    for feature, amplified, mask, gate in zip(
+        output.features, output.amplified, output.masks, output.gates, strict=True
+    ):
         normal = ~mask.expand_as(feature)
         assert torch.equal(amplified[normal], feature[normal])
         assert gate.shape == mask.shape

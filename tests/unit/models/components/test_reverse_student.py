@@ -21,7 +21,9 @@ def test_resnet_teacher_uses_anomalib_blocks() -> None:
 
 
 def test_wide_resnet_bottleneck_is_wide_as_in_rd4ad() -> None:
-    student = build_reverse_student("wide_resnet50_2.tv_in1k", ["layer1", "layer2", "layer3"], [256, 512, 1024], [4, 8, 16])
+    student = build_reverse_student(
+        "wide_resnet50_2.tv_in1k", ["layer1", "layer2", "layer3"], [256, 512, 1024], [4, 8, 16]
+    )
     first_block = student.bottleneck.bn_layer[0]
     assert first_block.conv1.out_channels == 1024  # 512 planes x (128 / 64) width, RD4AD's wide bottleneck
 

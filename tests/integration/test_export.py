@@ -1,0 +1,184 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Export of both models through `Engine.export`: torch, ONNX, OpenVINO FP32/FP16/INT8, parity and bad input.
+
+Small random-initialised ResNet18 models at 64 px, trained one epoch per stage on the generated dataset, so that
+the post-processor holds real thresholds. Parity: torch eager vs ONNX Runtime vs OpenVINO on the test images at
+two input resolutions (the exported graph resizes internally, so any input size is accepted).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.deploy import CompressionType, ExportType
+from anomalib.engine import Engine
+from PIL import Image
+
+from anomalib_kd_ext.models import AAND, DSKD
+
+RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
+# FP32 export against torch eager, after post-processing (values in [0, 1]).
+FP32_TOLERANCE = 1e-4
+# FP16 weights: ~3 significant digits per layer.
+FP16_TOLERANCE = 5e-2
+RESOLUTIONS = ((64, 64), (96, 80))
+
+
+def _make(name: str) -> AAND | DSKD:
+    if name == "AAND":
+        pre_processor = AAND.configure_pre_processor(image_size=(64, 64))
+        return AAND(**RESNET18, amplification_epochs=1, distillation_epochs=1, pre_processor=pre_processor)
+    return DSKD(**RESNET18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
+
+
+def _datamodule(root: Path) -> MVTecAD:
+    return MVTecAD(root=root, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
+
+
+def _engine(root: Path, max_epochs: int | None = None) -> Engine:
+    kwargs = {"max_epochs": max_epochs} if max_epochs else {}
+    return Engine(
+        default_root_dir=root,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module", params=["AAND", "DSKD"])
+def trained(request: pytest.FixtureRequest, tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    torch.manual_seed(0)
+    work = tmp_path_factory.mktemp(f"export_{request.param.lower()}")
+    model = _make(request.param)
+    engine = _engine(work, max_epochs=2)
+    engine.fit(model=model, datamodule=_datamodule(tiny_dataset))
+    return {"model": model.eval(), "engine": engine, "work": work}
+
+
+def _test_images(dataset: Path, size: tuple[int, int]) -> np.ndarray:
+    paths = sorted((dataset / "tiny" / "test").rglob("*.png"))
+    images = [np.asarray(Image.open(p).convert("RGB").resize(size[::-1], Image.BILINEAR)) for p in paths]
+    return np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255
+
+
+def _assert_close(actual: dict, expected: dict, tolerance: float) -> None:
+    for key in ("anomaly_map", "pred_score"):
+        difference = np.abs(np.asarray(actual[key], dtype=np.float32) - expected[key]).max()
+        assert difference <= tolerance, f"{key}: max difference {difference:.2e} > {tolerance:.0e}"
+    # Image decisions agree wherever the score is not within the tolerance of the threshold (0.5).
+    clear = np.abs(expected["pred_score"] - 0.5) > tolerance
+    assert np.array_equal(np.asarray(actual["pred_label"]).astype(bool)[clear], expected["pred_label"][clear])
+
+
+def _torch_outputs(model: AAND | DSKD, images: np.ndarray) -> dict:
+    with torch.no_grad():
+        batch = model(torch.from_numpy(images))
+    return {k: v.numpy() for k, v in batch._asdict().items() if v is not None}
+
+
+def _openvino_outputs(path: Path, images: np.ndarray) -> dict:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU")
+    result = compiled(images)
+    return {output.get_any_name(): result[output] for output in compiled.outputs}
+
+
+def test_fp32_onnx_and_openvino_match_torch(trained: dict, tiny_dataset: Path) -> None:
+    import onnxruntime as ort
+
+    engine, model, work = trained["engine"], trained["model"], trained["work"]
+    onnx_path = engine.export(model, ExportType.ONNX, export_root=work / "fp32")
+    openvino_path = engine.export(model, ExportType.OPENVINO, export_root=work / "fp32")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    for size in RESOLUTIONS:
+        images = _test_images(tiny_dataset, size)
+        expected = _torch_outputs(model, images)
+        assert expected["anomaly_map"].shape[-2:] == (64, 64)
+        _assert_close(dict(zip(names, session.run(None, {"input": images}), strict=True)), expected, FP32_TOLERANCE)
+        _assert_close(_openvino_outputs(openvino_path, images), expected, FP32_TOLERANCE)
+
+
+def test_torch_export_reloads(trained: dict, tiny_dataset: Path) -> None:
+    path = trained["engine"].export(trained["model"], ExportType.TORCH, export_root=trained["work"] / "torch")
+    reloaded = torch.load(path, weights_only=False)["model"].eval()
+    images = _test_images(tiny_dataset, (64, 64))
+    _assert_close(_torch_outputs(reloaded, images), _torch_outputs(trained["model"], images), 0.0)
+
+
+def test_fp16_and_int8_openvino(trained: dict, tiny_dataset: Path) -> None:
+    engine, model, work = trained["engine"], trained["model"], trained["work"]
+    images = _test_images(tiny_dataset, (64, 64))
+    expected = _torch_outputs(model, images)
+    fp16 = engine.export(model, ExportType.OPENVINO, export_root=work / "fp16", compression_type=CompressionType.FP16)
+    _assert_close(_openvino_outputs(fp16, images), expected, FP16_TOLERANCE)
+    int8 = engine.export(
+        model,
+        ExportType.OPENVINO,
+        export_root=work / "int8",
+        compression_type=CompressionType.INT8_PTQ,
+        datamodule=_datamodule(tiny_dataset),
+    )
+    outputs = _openvino_outputs(int8, images)
+    assert outputs["anomaly_map"].shape == expected["anomaly_map"].shape
+    assert np.isfinite(outputs["anomaly_map"]).all()
+    assert np.isfinite(outputs["pred_score"]).all()
+    # The quantised graph really holds 8-bit weights (FakeQuantize/FakeConvert nodes or u8/i8 constants).
+    import openvino as ov
+
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(int8)).get_ops()}
+    assert ops & {"FakeQuantize", "FakeConvert"}, sorted(ops)
+
+
+def test_static_input_size(trained: dict) -> None:
+    import openvino as ov
+
+    path = trained["engine"].export(
+        trained["model"],
+        ExportType.OPENVINO,
+        export_root=trained["work"] / "static",
+        input_size=(96, 96),
+    )
+    shape = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()
+    assert shape[2].get_length() == 96
+    assert shape[3].get_length() == 96
+
+
+@pytest.mark.parametrize("name", ["AAND", "DSKD"])
+def test_untrained_model_is_refused(name: str, tmp_path: Path) -> None:
+    model = _make(name)
+    for export_type in (ExportType.TORCH, ExportType.ONNX, ExportType.OPENVINO):
+        with pytest.raises(RuntimeError, match="has not been trained.*--ckpt_path"):
+            _engine(tmp_path).export(model, export_type, export_root=tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+def test_int8_without_calibration_data_is_refused(trained: dict, tmp_path: Path) -> None:
+    export_root = tmp_path / "int8"
+    with pytest.raises(ValueError, match="calibration images.*--data"):
+        trained["engine"].export(
+            trained["model"],
+            ExportType.OPENVINO,
+            export_root=export_root,
+            compression_type=CompressionType.INT8_PTQ,
+        )
+    assert not export_root.exists()
+
+
+def test_failed_export_leaves_nothing(trained: dict, tmp_path: Path) -> None:
+    export_root = tmp_path / "failed"
+    with pytest.raises(TypeError):
+        trained["engine"].export(
+            trained["model"],
+            ExportType.ONNX,
+            export_root=export_root,
+            onnx_kwargs={"no_such_argument": 1},
+        )
+    assert not export_root.exists()
