@@ -1,8 +1,9 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""AAND end to end through the stock `anomalib` command: train, test from the checkpoint, export, parity."""
+"""Both models end to end through the stock `anomalib` command: train, test from the checkpoint, export, parity."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalib_kd_ext.models import AAND
+from anomalib_kd_ext.models import AAND, DSKD
 
 ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
 # OpenVINO FP32 against torch eager on the same images, after anomalib's post-processing (values in [0, 1]).
@@ -24,7 +25,7 @@ SCORE_TOLERANCE = 1e-4
 def run_anomalib(*args: str, cwd: Path) -> str:
     """Run the `anomalib` command offline; fail with its output if it fails."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [ANOMALIB, *args],
         cwd=cwd,
         env=env,
@@ -38,13 +39,27 @@ def run_anomalib(*args: str, cwd: Path) -> str:
     return output
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_dataset: Path, lite0_weights: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Train AAND (1 + 1 epochs, real EfficientNet-Lite0 teacher from a local file) with `anomalib train`."""
-    work = tmp_path_factory.mktemp("aand_cli")
+MODELS = {"AAND": AAND, "DSKD": DSKD}
+# Two epochs each: AAND's two stages, DSKD's two students.
+EPOCH_ARGS = {
+    "AAND": ["--model.amplification_epochs", "1", "--model.distillation_epochs", "1"],
+    "DSKD": ["--trainer.max_epochs", "2"],
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def trained(
+    request: pytest.FixtureRequest,
+    tiny_dataset: Path,
+    lite0_weights: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict:
+    """Train the model (real EfficientNet-Lite0 teacher from a local file) with `anomalib train`."""
+    name = request.param
+    work = tmp_path_factory.mktemp(f"{name.lower()}_cli")
     model_args = [
         "--model",
-        "AAND",
+        name,
         "--model.backbone",
         "tf_efficientnet_lite0",
         "--model.layers",
@@ -69,10 +84,7 @@ def trained(tiny_dataset: Path, lite0_weights: str, tmp_path_factory: pytest.Tem
     output = run_anomalib(
         "train",
         *model_args,
-        "--model.amplification_epochs",
-        "1",
-        "--model.distillation_epochs",
-        "1",
+        *EPOCH_ARGS[name],
         *data_args,
         "--default_root_dir",
         str(work),
@@ -82,15 +94,24 @@ def trained(tiny_dataset: Path, lite0_weights: str, tmp_path_factory: pytest.Tem
     )
     checkpoints = sorted(work.rglob("*.ckpt"))
     assert checkpoints, output[-3000:]
-    return {"work": work, "ckpt": checkpoints[0], "model_args": model_args, "data_args": data_args, "output": output}
+    return {
+        "name": name,
+        "work": work,
+        "ckpt": checkpoints[0],
+        "model_args": model_args,
+        "data_args": data_args,
+        "output": output,
+    }
 
 
-def test_train_runs_both_stages_and_reports_metrics(trained: dict) -> None:
+def test_train_reports_metrics(trained: dict) -> None:
     assert "max_epochs=2" in trained["output"]
     for metric in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
         assert metric in trained["output"]
     checkpoint = torch.load(trained["ckpt"], weights_only=False)
-    assert checkpoint["aand_stage"] == "distillation"
+    assert checkpoint["epoch"] == 1
+    if trained["name"] == "AAND":
+        assert checkpoint["aand_stage"] == "distillation"
 
 
 def test_test_from_checkpoint(trained: dict) -> None:
@@ -107,7 +128,9 @@ def test_test_from_checkpoint(trained: dict) -> None:
     assert "image_AUROC" in output
 
 
-def test_openvino_export_matches_torch(trained: dict, tiny_dataset: Path) -> None:
+@pytest.fixture(scope="module")
+def exported(trained: dict) -> Path:
+    """Export the trained model with `anomalib export --export_type openvino`; return model.xml."""
     export_root = trained["work"] / "export"
     run_anomalib(
         "export",
@@ -122,12 +145,15 @@ def test_openvino_export_matches_torch(trained: dict, tiny_dataset: Path) -> Non
         '{"opset_version": 18}',
         cwd=trained["work"],
     )
-    xml = next(export_root.rglob("model.xml"))
+    return next(export_root.rglob("model.xml"))
 
+
+def test_openvino_export_matches_torch(trained: dict, exported: Path, tiny_dataset: Path) -> None:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(xml), "CPU")
-    model = AAND.load_from_checkpoint(trained["ckpt"]).eval()  # weights_only=True, as anomalib 2.7 loads
+    compiled = ov.Core().compile_model(str(exported), "CPU")
+    # load_from_checkpoint reads with weights_only=True, as anomalib 2.7 does.
+    model = MODELS[trained["name"]].load_from_checkpoint(trained["ckpt"]).eval()
     paths = sorted((tiny_dataset / "tiny" / "test").rglob("*.png"))
     images = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths])
     images = images.float() / 255
@@ -137,4 +163,32 @@ def test_openvino_export_matches_torch(trained: dict, tiny_dataset: Path) -> Non
     outputs = {o.get_any_name(): result[o] for o in compiled.outputs}
     assert np.abs(outputs["anomaly_map"] - expected.anomaly_map.numpy()).max() <= MAP_TOLERANCE
     assert np.abs(outputs["pred_score"] - expected.pred_score.numpy()).max() <= SCORE_TOLERANCE
-    assert np.array_equal(outputs["pred_label"], expected.pred_label.numpy())
+    # Decisions agree wherever the score is not within the tolerance of the threshold (0.5 after normalisation):
+    # the adaptive threshold is one of the validation scores, so on tiny data one image can sit exactly on it.
+    clear = np.abs(expected.pred_score.numpy() - 0.5) > SCORE_TOLERANCE
+    assert clear.sum() >= len(paths) - 1
+    assert np.array_equal(outputs["pred_label"][clear], expected.pred_label.numpy()[clear])
+
+
+def test_deploy_command_scores_test_folder(trained: dict, exported: Path, tiny_dataset: Path) -> None:
+    """`python -m anomalib_kd_ext.deploy` on the exported model gives the OpenVINO model's own scores."""
+    import openvino as ov
+
+    output = trained["work"] / "deploy"
+    test_dir = tiny_dataset / "tiny" / "test"
+    result = subprocess.run(
+        [sys.executable, "-m", "anomalib_kd_ext.deploy", str(exported), str(test_dir), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((output / "scores.json").read_text())["images"]
+    paths = sorted(test_dir.rglob("*.png"))
+    assert [row["image"] for row in rows] == [p.relative_to(test_dir).as_posix() for p in paths]
+    compiled = ov.Core().compile_model(str(exported), "CPU")
+    for row, path in zip(rows, paths, strict=True):
+        image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)[None] / 255
+        expected = compiled(image)[compiled.output("pred_score")].item()
+        assert row["pred_score"] == pytest.approx(expected, abs=1e-5)
+        assert (output / "overlays" / path.relative_to(test_dir)).with_suffix(".png").is_file()

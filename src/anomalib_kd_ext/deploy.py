@@ -1,0 +1,229 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Score a folder of images with an exported OpenVINO model, without the training stack.
+
+Needs only ``openvino``, ``numpy``, ``Pillow`` and ``opencv`` (no torch, no anomalib import), so it runs on a
+line PC that received ``model.xml`` + ``model.bin`` from ``anomalib export --export_type openvino``.
+
+Images are read exactly as anomalib reads them for training (``PIL`` → RGB → float in [0, 1]) and handed to
+the model at their own size: models exported by anomalib carry their pre-processor (resize to the training
+size and normalisation) inside the graph. A model exported with a fixed ``input_size`` gets the image
+resized to that size first (bilinear). The anomaly map comes out at the training size and is resized back
+to each image for the heat-map overlay.
+
+Writes, under ``--output``: ``scores.csv`` and ``scores.json`` (one row per image: relative path, width,
+height, ``pred_score``, ``pred_label``, and the maximum of the anomaly map) and, unless
+``--no-overlays``, ``overlays/<relative path>.png`` (heat map over the image). Results are written into a
+temporary folder and moved into place at the end, so an error never leaves a half-written output folder.
+
+Example:
+    python -m anomalib_kd_ext.deploy results/AAND/.../weights/openvino/model.xml ./line_images --output ./scores
+"""
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DeployError(RuntimeError):
+    """A problem with the model file, the image folder or an image, with what to do about it."""
+
+
+def find_images(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted.
+
+    Raises:
+        DeployError: If ``folder`` does not exist or holds no image.
+    """
+    if not folder.is_dir():
+        msg = f"Image folder '{folder}' does not exist. Pass the folder that holds the images to score."
+        raise DeployError(msg)
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    if not images:
+        msg = f"No image ({', '.join(extensions)}) found under '{folder}'."
+        raise DeployError(msg)
+    return images
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image as anomalib does: RGB, float32 in [0, 1], shape (H, W, 3).
+
+    Raises:
+        DeployError: If the file cannot be decoded as an image.
+    """
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        msg = f"Cannot read image '{path}' ({error}). Remove or replace the file, or pass --skip-unreadable."
+        raise DeployError(msg) from error
+
+
+class OpenVINOScorer:
+    """An exported anomalib model compiled with OpenVINO, scoring one image at a time.
+
+    Args:
+        model_path (str | Path): ``model.xml`` (or ``.onnx``) written by ``anomalib export``.
+        device (str): OpenVINO device. Defaults to ``"CPU"``.
+
+    Raises:
+        DeployError: If the model file is missing or lacks anomalib's outputs.
+    """
+
+    def __init__(self, model_path: str | Path, device: str = "CPU") -> None:
+        import openvino as ov
+
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            msg = (
+                f"Model file '{model_path}' does not exist. Export one with "
+                "`anomalib export --model <MODEL> --export_type openvino --ckpt_path <model.ckpt>` and pass its model.xml."
+            )
+            raise DeployError(msg)
+        if model_path.suffix == ".xml" and not model_path.with_suffix(".bin").is_file():
+            msg = f"'{model_path.with_suffix('.bin')}' is missing: copy model.bin next to model.xml."
+            raise DeployError(msg)
+        core = ov.Core()
+        model = core.read_model(str(model_path))
+        outputs = {output.get_any_name() for output in model.outputs}
+        if not {"pred_score", "anomaly_map"} <= outputs:
+            msg = f"'{model_path}' is not an anomalib model: its outputs are {sorted(outputs)}."
+            raise DeployError(msg)
+        shape = model.inputs[0].get_partial_shape()
+        static = shape[2].is_static and shape[3].is_static
+        self.input_size = (shape[2].get_length(), shape[3].get_length()) if static else None
+        self.compiled = core.compile_model(model, device)
+
+    def __call__(self, image: np.ndarray) -> dict[str, np.ndarray | float | bool]:
+        """Score one (H, W, 3) float image; the map is returned at the image's own size."""
+        import cv2
+
+        height, width = image.shape[:2]
+        if self.input_size is not None and (height, width) != self.input_size:
+            image = cv2.resize(image, self.input_size[::-1], interpolation=cv2.INTER_LINEAR)
+        result = self.compiled(np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
+        outputs = {output.get_any_name(): result[output] for output in self.compiled.outputs}
+        anomaly_map = cv2.resize(outputs["anomaly_map"][0, 0], (width, height), interpolation=cv2.INTER_LINEAR)
+        score = float(np.asarray(outputs["pred_score"]).reshape(-1)[0])
+        label = bool(np.asarray(outputs["pred_label"]).reshape(-1)[0]) if "pred_label" in outputs else score >= 0.5
+        return {"pred_score": score, "pred_label": label, "anomaly_map": anomaly_map}
+
+
+def overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """JET heat map of ``anomaly_map`` (values in [0, 1]) blended over ``image``; uint8 RGB."""
+    import cv2
+
+    heat = cv2.applyColorMap((np.clip(anomaly_map, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted((image * 255).astype(np.uint8), 1 - alpha, heat, alpha, 0)
+
+
+def score_folder(
+    model_path: str | Path,
+    images: str | Path,
+    output: str | Path,
+    device: str = "CPU",
+    overlays: bool = True,
+    skip_unreadable: bool = False,
+) -> list[dict]:
+    """Score every image under ``images`` and write the results under ``output`` (see the module docstring).
+
+    Returns:
+        list[dict]: One row per scored image.
+
+    Raises:
+        DeployError: On a missing model or folder, or an unreadable image unless ``skip_unreadable``.
+    """
+    images, output = Path(images), Path(output)
+    scorer = OpenVINOScorer(model_path, device=device)
+    paths = find_images(images)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    rows, skipped = [], []
+    try:
+        for path, image in _read_all(paths, skip_unreadable, skipped):
+            relative = path.relative_to(images)
+            prediction = scorer(image)
+            rows.append(
+                {
+                    "image": relative.as_posix(),
+                    "width": image.shape[1],
+                    "height": image.shape[0],
+                    "pred_score": round(prediction["pred_score"], 6),
+                    "pred_label": prediction["pred_label"],
+                    "anomaly_map_max": round(float(prediction["anomaly_map"].max()), 6),
+                },
+            )
+            if overlays:
+                target = (staging / "overlays" / relative).with_suffix(".png")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(overlay(image, prediction["anomaly_map"])).save(target)
+        if not rows:
+            msg = f"No image under '{images}' could be read."
+            raise DeployError(msg)
+        with (staging / "scores.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        summary = {"model": str(model_path), "images": rows, "skipped": skipped}
+        (staging / "scores.json").write_text(json.dumps(summary, indent=1))
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return rows
+
+
+def _read_all(paths: list[Path], skip_unreadable: bool, skipped: list[dict]) -> Iterator[tuple[Path, np.ndarray]]:
+    for path in paths:
+        try:
+            yield path, read_image(path)
+        except DeployError as error:
+            if not skip_unreadable:
+                raise
+            skipped.append({"image": str(path), "error": str(error)})
+            print(f"skipped: {error}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m anomalib_kd_ext.deploy``)."""
+    parser = argparse.ArgumentParser(prog="python -m anomalib_kd_ext.deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="model.xml (or model.onnx) written by `anomalib export`")
+    parser.add_argument("images", help="folder of images to score (searched recursively)")
+    parser.add_argument("--output", default="scores", help="output folder (replaced if it exists)")
+    parser.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, AUTO)")
+    parser.add_argument("--no-overlays", action="store_true", help="write scores only")
+    parser.add_argument("--skip-unreadable", action="store_true", help="skip images that cannot be read (listed)")
+    args = parser.parse_args(argv)
+    try:
+        rows = score_folder(
+            args.model,
+            args.images,
+            args.output,
+            device=args.device,
+            overlays=not args.no_overlays,
+            skip_unreadable=args.skip_unreadable,
+        )
+    except DeployError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    anomalous = sum(row["pred_label"] for row in rows)
+    print(f"Scored {len(rows)} images ({anomalous} anomalous); results in {Path(args.output).resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

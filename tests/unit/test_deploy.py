@@ -1,0 +1,173 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Folder scoring with an OpenVINO model (`python -m anomalib_kd_ext.deploy`), on a small hand-built OpenVINO graph.
+
+The graph has anomalib's interface (input ``[N, 3, H, W]`` of any size; outputs ``pred_score``, ``pred_label``,
+``anomaly_map`` at a fixed size) and a known answer: the map is the channel mean resized to 32x32 and the score is
+its maximum. The end-to-end test of real exported models is in ``tests/integration/test_cli_end_to_end.py``.
+"""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+from openvino import opset13 as ops
+from PIL import Image
+
+from anomalib_kd_ext.deploy import DeployError, OpenVINOScorer, main, read_image, score_folder
+
+MAP_SIZE = 32
+
+
+def _axes(*values: int) -> ov.Node:
+    return ops.constant(np.array(values, dtype=np.int64))
+
+
+def save_toy_model(path: Path, input_size: tuple[int, int] | None = None) -> Path:
+    """Write an OpenVINO model with anomalib's inputs and outputs; static spatial size when ``input_size``."""
+    height, width = input_size or (-1, -1)
+    image = ops.parameter(ov.PartialShape([-1, 3, height, width]), ov.Type.f32, name="input")
+    mean = ops.reduce_mean(image, _axes(1), keep_dims=True)
+    anomaly_map = ops.interpolate(mean, _axes(MAP_SIZE, MAP_SIZE), "linear", "sizes", axes=_axes(2, 3))
+    score = ops.reduce_max(anomaly_map, _axes(2, 3), keep_dims=False)
+    label = ops.greater_equal(score, ops.constant(np.float32(0.5)))
+    for node, name in ((anomaly_map, "anomaly_map"), (score, "pred_score"), (label, "pred_label")):
+        node.output(0).get_tensor().set_names({name})
+    ov.save_model(ov.Model([score, label, anomaly_map], [image], "toy"), str(path))
+    return path
+
+
+@pytest.fixture
+def toy_model(tmp_path: Path) -> Path:
+    return save_toy_model(tmp_path / "model" / "model.xml")
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """A bright and a dark RGB image, a grayscale image of another size in a subfolder, and an RGBA image."""
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(np.full((40, 60, 3), 230, np.uint8)).save(folder / "bright.png")
+    Image.fromarray(np.full((40, 60, 3), 20, np.uint8)).save(folder / "dark.jpg", quality=100)
+    Image.fromarray(np.full((25, 35), 128, np.uint8), mode="L").save(folder / "sub" / "gray.png")
+    Image.fromarray(np.full((30, 30, 4), 200, np.uint8), mode="RGBA").save(folder / "rgba.png")
+    return folder
+
+
+def test_scores_folder_and_writes_overlays(toy_model: Path, images: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    rows = score_folder(toy_model, images, output)
+    by_name = {row["image"]: row for row in rows}
+    assert sorted(by_name) == ["bright.png", "dark.jpg", "rgba.png", "sub/gray.png"]
+    assert by_name["bright.png"]["pred_score"] == pytest.approx(230 / 255, abs=1e-5)
+    assert by_name["bright.png"]["pred_label"] is True
+    assert by_name["dark.jpg"]["pred_label"] is False
+    assert by_name["sub/gray.png"]["pred_score"] == pytest.approx(128 / 255, abs=1e-5)
+    with (output / "scores.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+    assert json.loads((output / "scores.json").read_text())["skipped"] == []
+    # Overlays come back at each image's own size.
+    assert Image.open(output / "overlays" / "sub" / "gray.png").size == (35, 25)
+    assert Image.open(output / "overlays" / "dark.png").size == (60, 40)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # staging folder removed
+
+
+def test_map_is_resized_back_to_the_image(toy_model: Path) -> None:
+    scorer = OpenVINOScorer(toy_model)
+    image = np.zeros((50, 90, 3), np.float32)
+    image[:, 45:] = 1.0
+    prediction = scorer(image)
+    assert prediction["anomaly_map"].shape == (50, 90)
+    assert prediction["anomaly_map"][:, :40].max() < 0.1
+    assert prediction["anomaly_map"][:, 50:].min() > 0.9
+
+
+def test_static_input_model_gets_resized_images(tmp_path: Path) -> None:
+    scorer = OpenVINOScorer(save_toy_model(tmp_path / "static.xml", input_size=(64, 64)))
+    assert scorer.input_size == (64, 64)
+    prediction = scorer(np.full((30, 100, 3), 0.75, np.float32))
+    assert prediction["pred_score"] == pytest.approx(0.75, abs=1e-5)
+    assert prediction["anomaly_map"].shape == (30, 100)
+
+
+def test_reads_images_like_anomalib(images: Path) -> None:
+    from anomalib.data.utils import read_image as anomalib_read_image
+
+    for name in ("bright.png", "rgba.png", "sub/gray.png"):
+        np.testing.assert_allclose(read_image(images / name), anomalib_read_image(images / name), atol=1e-6)
+
+
+def test_missing_model_file_names_the_path(tmp_path: Path, images: Path) -> None:
+    with pytest.raises(DeployError, match=r"missing\.xml.*anomalib export"):
+        score_folder(tmp_path / "missing.xml", images, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_bin_file(toy_model: Path, images: Path, tmp_path: Path) -> None:
+    toy_model.with_suffix(".bin").unlink()
+    with pytest.raises(DeployError, match=r"model\.bin"):
+        score_folder(toy_model, images, tmp_path / "out")
+
+
+def test_missing_or_empty_image_folder(toy_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match="does not exist"):
+        score_folder(toy_model, tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DeployError, match="No image"):
+        score_folder(toy_model, tmp_path / "empty", tmp_path / "out")
+
+
+def test_corrupt_image_stops_without_writing(toy_model: Path, images: Path, tmp_path: Path) -> None:
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    (images / "zero.png").write_bytes(b"")
+    output = tmp_path / "out"
+    with pytest.raises(DeployError, match=r"broken\.png.*--skip-unreadable"):
+        score_folder(toy_model, images, output)
+    assert not output.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_skip_unreadable_lists_the_files(toy_model: Path, images: Path, tmp_path: Path) -> None:
+    (images / "zero.png").write_bytes(b"")
+    rows = score_folder(toy_model, images, tmp_path / "out", skip_unreadable=True, overlays=False)
+    assert len(rows) == 4
+    skipped = json.loads((tmp_path / "out" / "scores.json").read_text())["skipped"]
+    assert [Path(s["image"]).name for s in skipped] == ["zero.png"]
+    assert not (tmp_path / "out" / "overlays").exists()
+
+
+def test_not_an_anomalib_model(tmp_path: Path, images: Path) -> None:
+    image = ops.parameter(ov.PartialShape([-1, 3, -1, -1]), ov.Type.f32, name="input")
+    ov.save_model(ov.Model([ops.relu(image)], [image], "other"), str(tmp_path / "other.xml"))
+    with pytest.raises(DeployError, match="not an anomalib model"):
+        score_folder(tmp_path / "other.xml", images, tmp_path / "out")
+
+
+def test_command_line_without_torch(toy_model: Path, images: Path, tmp_path: Path) -> None:
+    """The command runs and never imports torch or anomalib (a line PC needs only OpenVINO)."""
+    code = (
+        "import sys; from anomalib_kd_ext.deploy import main; rc = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules and 'anomalib' not in sys.modules, 'training stack imported'; "
+        "sys.exit(rc)"
+    )
+    output = tmp_path / "cli_out"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(toy_model), str(images), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Scored 4 images (3 anomalous)" in result.stdout
+    assert (output / "scores.csv").is_file()
+
+
+def test_command_line_error_exit_code(tmp_path: Path, images: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([str(tmp_path / "missing.xml"), str(images)]) == 2
+    assert "missing.xml" in capsys.readouterr().err
