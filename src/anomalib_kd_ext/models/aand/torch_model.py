@@ -37,6 +37,7 @@ from anomalib_kd_ext.models.components import (
     Teacher,
     anomaly_score,
     build_reverse_student,
+    check_input_size,
     required_input_multiple,
 )
 
@@ -104,12 +105,7 @@ class AANDModel(nn.Module):
 
     def check_input_size(self, height: int, width: int) -> None:
         """Raise a clear error for sizes the bottleneck and decoder cannot reproduce."""
-        if height % self.input_multiple or width % self.input_multiple:
-            msg = (
-                f"Input size {height}x{width} is not supported by this teacher: height and width must be "
-                f"multiples of {self.input_multiple} (e.g. 256 or 320). Change the pre-processor's Resize."
-            )
-            raise ValueError(msg)
+        check_input_size(height, width, self.input_multiple, what="the bottleneck and decoder")
 
     def amplify(
         self,

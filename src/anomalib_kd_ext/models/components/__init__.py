@@ -12,6 +12,7 @@ from .reverse_student import (
     GeneratedDecoder,
     ReverseStudent,
     build_reverse_student,
+    check_input_size,
     required_input_multiple,
 )
 from .teacher import (
@@ -36,6 +37,7 @@ __all__ = [
     "build_reverse_student",
     "check_dataset_available",
     "check_exportable",
+    "check_input_size",
     "check_trainer_dataset",
     "cosine_distance",
     "kd_evaluator",

@@ -237,3 +237,17 @@ def build_reverse_student(
 def required_input_multiple(strides: Sequence[int]) -> int:
     """Smallest number that input height and width must be multiples of (the embedding stride)."""
     return 2 * max(strides)
+
+
+def check_input_size(height: int, width: int, multiple: int, what: str = "the student") -> None:
+    """Raise a clear error for an input size ``what`` cannot reproduce (height or width not a multiple of ``multiple``).
+
+    Raises:
+        ValueError: Naming the size, the rule and the fix.
+    """
+    if height % multiple or width % multiple:
+        msg = (
+            f"Input size {height}x{width} is not supported by this teacher: height and width must be "
+            f"multiples of {multiple} (e.g. 256 or 320) for {what}. Change the pre-processor's Resize."
+        )
+        raise ValueError(msg)
