@@ -40,9 +40,14 @@ class CosineAnomalyMap(nn.Module):
     Args:
         mode (Literal["add", "multiply"]): How levels (and students) are combined. Defaults to ``"add"``.
         sigma (float): Standard deviation of the Gaussian blur. Defaults to ``4``.
+        separable_blur (bool): Apply anomalib's ``GaussianBlur2d`` kernel as a row pass and a column pass (the
+            Gaussian kernel is their outer product): the same map up to float rounding, 2x33 instead of 33x33
+            multiply-adds per pixel at sigma 4. ``False`` calls ``GaussianBlur2d`` itself. Defaults to ``True``.
     """
 
-    def __init__(self, mode: Literal["add", "multiply"] = "add", sigma: float = 4.0) -> None:
+    def __init__(
+        self, mode: Literal["add", "multiply"] = "add", sigma: float = 4.0, separable_blur: bool = True
+    ) -> None:
         super().__init__()
         if mode not in {"add", "multiply"}:
             msg = f"Anomaly map mode must be 'add' or 'multiply', got {mode!r}."
@@ -50,6 +55,17 @@ class CosineAnomalyMap(nn.Module):
         self.mode = mode
         kernel_size = 2 * int(4.0 * sigma + 0.5) + 1
         self.blur = GaussianBlur2d(sigma=(sigma, sigma), channels=1, kernel_size=(kernel_size, kernel_size))
+        self.separable_blur = separable_blur
+        kernel = self.blur.kernel[0, 0]  # normalised outer product of two 1-D Gaussians
+        self.register_buffer("blur_columns", kernel.sum(dim=1).view(1, 1, -1, 1), persistent=False)
+        self.register_buffer("blur_rows", kernel.sum(dim=0).view(1, 1, 1, -1), persistent=False)
+
+    def smooth(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """Gaussian blur of an (N, 1, H, W) map with anomalib's kernel, padding and border mode."""
+        if not self.separable_blur:
+            return self.blur(anomaly_map)
+        padded = F.pad(anomaly_map, self.blur.padding_shape, mode=self.blur.border_type)
+        return F.conv2d(F.conv2d(padded, self.blur_rows), self.blur_columns)
 
     def forward(
         self,
@@ -71,7 +87,7 @@ class CosineAnomalyMap(nn.Module):
         if anomaly_map is None:
             msg = "No feature levels to compare."
             raise ValueError(msg)
-        return self.blur(anomaly_map)
+        return self.smooth(anomaly_map)
 
 
 def anomaly_score(anomaly_map: torch.Tensor) -> torch.Tensor:
