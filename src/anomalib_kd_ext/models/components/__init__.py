@@ -20,6 +20,7 @@ from .teacher import (
     Teacher,
     architecture_name,
     match_state_dict,
+    prune_unused_blocks,
     read_state_dict,
     resolve_weights_path,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "cosine_distance",
     "kd_evaluator",
     "match_state_dict",
+    "prune_unused_blocks",
     "read_state_dict",
     "removed_on_failure",
     "required_input_multiple",

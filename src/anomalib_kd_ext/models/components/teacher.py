@@ -153,6 +153,23 @@ def match_state_dict(
     return dict(zip(target, source.values(), strict=True))
 
 
+def prune_unused_blocks(extractor: TimmFeatureExtractor) -> None:
+    """Drop the blocks after the deepest returned level of a timm EfficientNet/MobileNet feature model.
+
+    timm's ``EfficientNetFeatures`` keeps and runs every block whatever ``out_indices`` asks for, so the stages past
+    the last level cost time and, in a student, leave parameters without gradients (which distributed training
+    rejects). ResNet feature models are already truncated by timm and are left as they are. Outputs are unchanged.
+    """
+    model = extractor.feature_extractor
+    stage_out = getattr(model, "_stage_out_idx", None)
+    blocks = getattr(model, "blocks", None)
+    if not stage_out or not isinstance(blocks, nn.Sequential) or getattr(model, "feature_hooks", None) is not None:
+        return
+    last = max(stage_out)  # the output after block ``i`` is stage ``i + 1``
+    if last < len(blocks):
+        model.blocks = blocks[:last]
+
+
 class Teacher(nn.Module):
     """Frozen timm CNN returning a pyramid of feature maps.
 
@@ -208,6 +225,7 @@ class Teacher(nn.Module):
             raise RuntimeError(msg) from exc
         if backbone_weights is not None:
             self._load_weights(arch, backbone_weights)
+        prune_unused_blocks(self.extractor)
 
         self.channels: list[int] = list(self.extractor.out_dims)
         self.strides: list[int] = list(self.extractor.reductions)

@@ -37,6 +37,7 @@ from anomalib_kd_ext.models.components import (
     architecture_name,
     build_reverse_student,
     check_input_size,
+    prune_unused_blocks,
     required_input_multiple,
 )
 
@@ -111,6 +112,8 @@ class DSKDModel(nn.Module):
             if use_encoder_student
             else None
         )
+        if self.encoder_student is not None:
+            prune_unused_blocks(self.encoder_student)
         self.embedding: nn.Module | None = None
         self.decoder_student: nn.Module | None = None
         if use_decoder_student:

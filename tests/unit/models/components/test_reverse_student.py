@@ -54,3 +54,23 @@ def test_no_decoder_rule_lists_supported() -> None:
         build_reverse_student("some_cnn", ["a", "b"], [16, 32], [8, 8])
     with pytest.raises(ValueError, match="No reverse-distillation decoder rule"):
         build_reverse_student("some_cnn", ["a", "b"], [16, 32], [8, 24])
+
+
+@pytest.mark.parametrize(
+    ("backbone", "layers", "channels", "strides"),
+    [
+        ("resnet18", ["layer1", "layer2", "layer3"], [64, 128, 256], [4, 8, 16]),
+        ("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], [24, 40, 112], [4, 8, 16]),
+    ],
+)
+def test_every_student_parameter_gets_a_gradient(
+    backbone: str,
+    layers: list[str],
+    channels: list[int],
+    strides: list[int],
+) -> None:
+    student = build_reverse_student(backbone, layers, channels, strides)
+    features = [torch.rand(1, c, 64 // s, 64 // s) for c, s in zip(channels, strides, strict=True)]
+    sum(f.mean() for f in student(features)).backward()
+    unused = [name for name, p in student.named_parameters() if p.grad is None]
+    assert not unused, unused[:5]

@@ -123,3 +123,18 @@ def test_offline_hub_error_suggests_local_file() -> None:
     # HF_HUB_OFFLINE=1 (conftest): the hub path fails at once, with a message that says what to do.
     with pytest.raises(RuntimeError, match="backbone_weights"):
         Teacher("resnet18", LAYERS, pre_trained=True)
+
+
+def test_unused_efficientnet_blocks_are_pruned() -> None:
+    """timm's EfficientNet feature model runs every block; the teacher keeps only those up to its last level."""
+    torch.manual_seed(0)
+    teacher = Teacher("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], pre_trained=False)
+    full = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=[1, 2, 3], pretrained=False)
+    full.load_state_dict(teacher.extractor.feature_extractor.state_dict(), strict=False)
+    full.eval()
+    assert len(teacher.extractor.feature_extractor.blocks) == 5
+    assert len(full.blocks) == 7
+    images = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        for pruned, reference in zip(teacher(images), full(images), strict=True):
+            torch.testing.assert_close(pruned, reference, atol=0, rtol=0)

@@ -114,3 +114,13 @@ def test_impossible_size() -> None:
 def test_missing_weights_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         DSKDModel(backbone="resnet18", backbone_weights=str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "tf_efficientnet_lite0"])
+def test_every_trainable_parameter_gets_a_gradient(backbone: str) -> None:
+    """No unused parameters (distributed training refuses them): timm's unused EfficientNet blocks are pruned."""
+    layers = RESNET18["layers"] if backbone == "resnet18" else ["blocks.1", "blocks.2", "blocks.4"]
+    model = DSKDModel(backbone=backbone, layers=layers, pre_trained=False).train()
+    DualStudentLoss()(model(torch.rand(2, 3, 64, 64)))["loss"].backward()
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused[:5]
