@@ -1,0 +1,113 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Accuracy of trained models before and after export: torch eager vs OpenVINO FP32, FP16 and INT8 (NNCF PTQ).
+
+Each checkpoint is exported with anomalib's exporter (INT8 calibrated on the training images through the
+datamodule, as ``anomalib export --compression_type int8_ptq --data ...`` does) and every variant scores the same
+test images from their raw files through the whole exported graph (pre-processing, model, post-processing).
+Ground-truth masks are resized (nearest) to the map size, as anomalib's pre-processor does during testing.
+
+Prints and saves image AUROC and pixel AUROC per variant to ``benchmarks/results/int8_accuracy_<category>.csv``.
+Example (run from the repository root; checkpoints from the ablation benchmarks):
+
+    python benchmarks/int8_accuracy.py --ckpt DSKD=results/dskd_ablation/dskd_bottle_seed42/DSKD/MVTecAD/bottle/v0/weights/lightning/model.ckpt
+"""
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import torch
+import torch.nn.functional as F
+from anomalib.data import MVTecAD
+from anomalib.deploy import CompressionType, ExportType
+from anomalib.engine import Engine
+from anomalib.metrics import AUROC
+from anomalib.models import Stfpm
+from common import hardware, save_rows
+
+from anomalib_kd_ext.models import AAND, DSKD
+
+CLASSES = {"AAND": AAND, "DSKD": DSKD, "Stfpm": Stfpm}
+
+
+def evaluate(predict: Callable[[torch.Tensor], dict], datamodule: MVTecAD) -> dict:
+    """Image and pixel AUROC of ``predict`` (raw image batch → anomalib outputs) on the test split."""
+    image_auroc = AUROC(fields=["pred_score", "gt_label"], prefix="image_")
+    pixel_auroc = AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False)
+    for batch in datamodule.test_dataloader():
+        outputs = predict(batch.image)
+        anomaly_map = outputs["anomaly_map"].reshape(len(batch.image), *outputs["anomaly_map"].shape[-2:])
+        gt_mask = F.interpolate(batch.gt_mask[:, None].float(), size=anomaly_map.shape[-2:], mode="nearest")[:, 0]
+        scored = batch.update(
+            pred_score=outputs["pred_score"].reshape(-1),
+            anomaly_map=anomaly_map,
+            gt_mask=gt_mask.bool(),
+            in_place=False,
+        )
+        image_auroc.update(scored)
+        pixel_auroc.update(scored)
+    return {"image_AUROC": float(image_auroc.compute()), "pixel_AUROC": float(pixel_auroc.compute())}
+
+
+def openvino_predictor(path: Path) -> Callable[[torch.Tensor], dict]:
+    """Raw image batch → outputs of a compiled OpenVINO model, as tensors."""
+    compiled = ov.Core().compile_model(str(path), "CPU")
+
+    def predict(images: torch.Tensor) -> dict:
+        result = compiled(np.ascontiguousarray(images.numpy()))
+        return {output.get_any_name(): torch.from_numpy(np.asarray(result[output])) for output in compiled.outputs}
+
+    return predict
+
+
+def main() -> None:
+    """Evaluate every checkpoint in torch and after export; print and save the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", nargs="+", required=True, help="NAME=path, NAME one of " + ", ".join(CLASSES))
+    parser.add_argument("--root", default="../shared/datasets/mvtec_ad")
+    parser.add_argument("--category", default="bottle")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    datamodule = MVTecAD(root=args.root, category=args.category, eval_batch_size=8, num_workers=2)
+    datamodule.setup()
+    rows = []
+    for item in args.ckpt:
+        name, _, path = item.partition("=")
+        model = CLASSES[name].load_from_checkpoint(path).eval()
+        engine = Engine(accelerator="cpu", devices=1, logger=False)
+
+        def torch_predict(images: torch.Tensor, model: torch.nn.Module = model) -> dict:
+            with torch.no_grad():
+                return {k: v for k, v in model(images)._asdict().items() if v is not None}
+
+        variants = {"torch FP32": torch_predict}
+        with tempfile.TemporaryDirectory() as tmp:
+            for label, compression in (
+                ("OpenVINO FP32", None),
+                ("OpenVINO FP16", CompressionType.FP16),
+                ("OpenVINO INT8 PTQ", CompressionType.INT8_PTQ),
+            ):
+                xml = engine.export(
+                    model,
+                    ExportType.OPENVINO,
+                    export_root=Path(tmp) / label.replace(" ", "_"),
+                    compression_type=compression,
+                    datamodule=datamodule if compression == CompressionType.INT8_PTQ else None,
+                    onnx_kwargs={"opset_version": 18},
+                )
+                variants[label] = openvino_predictor(xml)
+            for label, predict in variants.items():
+                row = {"model": name, "checkpoint": path, "category": args.category, "variant": label}
+                row |= evaluate(predict, datamodule) | {"hardware": hardware()}
+                rows.append(row)
+                print(row, flush=True)
+    save_rows(rows, Path(args.out), f"int8_accuracy_{args.category}")
+
+
+if __name__ == "__main__":
+    main()
