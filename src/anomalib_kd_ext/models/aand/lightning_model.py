@@ -46,7 +46,12 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn, optim
 from torchvision.transforms.v2 import Normalize
 
-from anomalib_kd_ext.models.components import GuardedExportMixin, check_trainer_dataset, kd_evaluator
+from anomalib_kd_ext.models.components import (
+    GuardedExportMixin,
+    adam_betas,
+    check_trainer_dataset,
+    kd_evaluator,
+)
 
 from .loss import AmplificationLoss, GateFocalLoss, HardKnowledgeDistillationLoss
 from .synthesis import ForegroundMode, SyntheticAnomalyGenerator
@@ -178,14 +183,11 @@ class AAND(GuardedExportMixin, AnomalibModule):
                 f"{amplification_epochs} and {distillation_epochs}."
             )
             raise ValueError(msg)
-        if len(betas) != 2:
-            msg = f"betas must hold two values (beta1, beta2), got {list(betas)}."
-            raise ValueError(msg)
         self.amplification_epochs = amplification_epochs if use_raa else 0
         self.distillation_epochs = distillation_epochs
         self.use_gate = use_gate
         self.learning_rate = learning_rate
-        self.betas = (float(betas[0]), float(betas[1]))
+        self.betas = adam_betas(betas)
         self.lr_milestones = tuple(lr_milestones)
         self.lr_decay = lr_decay
         self.amplification_weight = amplification_weight

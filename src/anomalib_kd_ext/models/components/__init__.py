@@ -7,6 +7,7 @@ from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
 from .data_checks import check_dataset_available, check_trainer_dataset
 from .evaluator import kd_evaluator
 from .export import GuardedExportMixin, check_exportable, removed_on_failure
+from .optim import adam_betas
 from .reverse_student import (
     GeneratedBottleneck,
     GeneratedDecoder,
@@ -33,6 +34,7 @@ __all__ = [
     "GuardedExportMixin",
     "ReverseStudent",
     "Teacher",
+    "adam_betas",
     "anomaly_score",
     "architecture_name",
     "build_reverse_student",

@@ -33,7 +33,12 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 
-from anomalib_kd_ext.models.components import GuardedExportMixin, check_trainer_dataset, kd_evaluator
+from anomalib_kd_ext.models.components import (
+    GuardedExportMixin,
+    adam_betas,
+    check_trainer_dataset,
+    kd_evaluator,
+)
 
 from .loss import DualStudentLoss
 from .torch_model import DFSource, DSKDModel
@@ -93,11 +98,8 @@ class DSKD(GuardedExportMixin, AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        if len(betas) != 2:
-            msg = f"betas must hold two values (beta1, beta2), got {list(betas)}."
-            raise ValueError(msg)
         self.learning_rate = learning_rate
-        self.betas = (float(betas[0]), float(betas[1]))
+        self.betas = adam_betas(betas)
         self.model = DSKDModel(
             backbone=backbone,
             layers=layers,
