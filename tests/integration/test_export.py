@@ -19,6 +19,7 @@ from anomalib.engine import Engine
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
+from anomalib_kd_ext.models.components import anomaly_map_tail
 
 RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 # FP32 export against torch eager, after post-processing (values in [0, 1]).
@@ -133,8 +134,15 @@ def test_fp16_and_int8_openvino(trained: dict, tiny_dataset: Path) -> None:
     # The quantised graph really holds 8-bit weights (FakeQuantize/FakeConvert nodes or u8/i8 constants).
     import openvino as ov
 
-    ops = {op.get_type_name() for op in ov.Core().read_model(str(int8)).get_ops()}
+    quantised = ov.Core().read_model(str(int8))
+    ops = {op.get_type_name() for op in quantised.get_ops()}
     assert ops & {"FakeQuantize", "FakeConvert"}, sorted(ops)
+    # ... in the networks only: the anomaly-map tail (distances, blur, normalisation) stays FP32, so that
+    # calibration on normal images cannot clip the large values of anomalies.
+    tail = set(anomaly_map_tail(quantised))
+    assert {"anomaly_map", "pred_score"} <= tail
+    quantisers = [op.get_friendly_name() for op in quantised.get_ops() if op.get_type_name() == "FakeQuantize"]
+    assert not tail.intersection(quantisers), sorted(tail.intersection(quantisers))
 
 
 def test_static_input_size(trained: dict) -> None:

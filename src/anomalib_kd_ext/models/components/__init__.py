@@ -6,7 +6,7 @@
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
 from .data_checks import check_dataset_available, check_trainer_dataset
 from .evaluator import kd_evaluator
-from .export import GuardedExportMixin, check_exportable, removed_on_failure
+from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, removed_on_failure
 from .optim import adam_betas
 from .reverse_student import (
     GeneratedBottleneck,
@@ -35,6 +35,7 @@ __all__ = [
     "ReverseStudent",
     "Teacher",
     "adam_betas",
+    "anomaly_map_tail",
     "anomaly_score",
     "architecture_name",
     "build_reverse_student",
