@@ -7,7 +7,7 @@ anomalib resolves ``--model NAME`` among the subclasses of ``AnomalibModule`` th
 imported, and it has no entry-point group for plugins. The wheel therefore ships a ``.pth`` file
 whose single line calls :func:`install`. That puts a finder on ``sys.meta_path`` which does nothing
 until ``anomalib.models`` is imported; right after that module has executed, it imports
-``anomalib_kd_ext.models`` so that ``AAND`` is registered. Interpreters that never import anomalib
+``anomalib_kd_ext.models`` and ``anomalib_kd_ext.data`` so that ``AAND``, ``DSKD`` and ``ELPV`` are registered. Interpreters that never import anomalib
 pay only for importing this module.
 
 A broken plugin must never break anomalib: any error while importing the plugin is turned into a
@@ -24,16 +24,17 @@ from collections.abc import Sequence
 from types import ModuleType
 
 TARGET_MODULE = "anomalib.models"
-PLUGIN_MODULE = "anomalib_kd_ext.models"
+PLUGIN_MODULES = ("anomalib_kd_ext.models", "anomalib_kd_ext.data")
 
 
 def _import_plugin() -> None:
     try:
-        importlib.import_module(PLUGIN_MODULE)
+        for module in PLUGIN_MODULES:
+            importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001  anything the plugin raises must stay a warning
         warnings.warn(
-            f"anomalib-kd-ext: the models AAND/DSKD could not be registered with anomalib ({exc!r}). "
-            f"anomalib works without them; run `python -c 'import {PLUGIN_MODULE}'` to see the full error.",
+            f"anomalib-kd-ext: the models AAND/DSKD and the ELPV datamodule could not be registered with anomalib "
+            f"({exc!r}). anomalib works without them; run `python -c 'import {module}'` to see the full error.",
             RuntimeWarning,
             stacklevel=2,
         )

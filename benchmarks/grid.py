@@ -1,0 +1,476 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""KD models side by side: a grid of models x datasets x seeds, trained and tested through anomalib's Engine.
+
+Every cell uses the same teacher, image size, batch size, seed and epoch budget, and runs in its own process (so the
+peak memory column is that cell's, and one crashing cell does not end the grid). A finished cell is a row of
+``<out>/grid.csv``; a rerun with the same ``--out`` skips the cells already there (resume after an interruption; an
+interrupted cell starts again from scratch). After each cell the Markdown table (mean ± std over seeds) and the PNG
+chart are rewritten from the CSV.
+
+Models (``--models``; teacher ``tf_efficientnet_lite0`` with real ImageNet weights from the ``lite0`` extra):
+
+- ``Stfpm``: anomalib's Stfpm, given the same teacher as a timm ``local-dir:``;
+- ``RD``: reverse distillation (RD4AD: OCBE bottleneck, reverse student, RD4AD's loss) = AAND with RAA and HKD off.
+  anomalib's ``ReverseDistillation`` builds its decoder for ResNets only, so with the Lite0 teacher this is the
+  matched-teacher stand-in; with ``--teacher paper`` (WideResNet-50-2) anomalib's own model is used;
+- ``AAND``, ``AAND_raa_off`` (HKD on, no stage 1), ``AAND_hkd_off`` (RAA on, RD4AD's loss);
+- ``DSKD``, ``DSKD_se_only``, ``DSKD_sd_only``.
+
+``--epochs`` is the number of training epochs of every model; AAND's two stages get ``--epochs`` each (the
+distillation stage, the part every model shares, has the same length everywhere). Training validates once, after
+the last epoch (validation on the test split only sets the thresholds and normalisation; no model selection).
+
+Datasets (``--datasets``): ``mvtec:<category>``, ``visa:<category>``, ``mvtec3d:<category>`` (roots from
+``--mvtec-root`` etc.; skipped with a message when absent), ``battery_weld`` (``../shared/datasets`` Folder layout),
+``folder:<name>=<root>`` (any Folder dataset with ``train/good``, ``test/good``, ``test/defect`` and optional
+``ground_truth/defect``) and ``elpv`` (the solar cells of the PyPI package ``elpv-dataset``, image-level only;
+split described in ``anomalib_kd_ext.data.elpv``). Images are decoded from their files every epoch (no cache).
+
+Example (the small CPU grid of the README; run from the repository root):
+
+    python benchmarks/grid.py --models Stfpm RD AAND DSKD --datasets mvtec:bottle battery_weld elpv \
+        --seeds 0 --epochs 3 --out benchmarks/results/grid_small_cpu
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LITE0_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
+PAPER_TEACHERS = {  # per model family, the backbone of its paper
+    "Stfpm": {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]},
+    "RD": {"backbone": "wide_resnet50_2", "layers": ["layer1", "layer2", "layer3"]},
+    "AAND": {"backbone": "wide_resnet50_2.tv_in1k", "layers": ["layer1", "layer2", "layer3"]},
+    "DSKD": {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]},
+}
+MODELS = {
+    "Stfpm": ("Stfpm", {}),
+    "RD": ("AAND", {"use_raa": False, "use_hkd": False}),
+    "AAND": ("AAND", {}),
+    "AAND_raa_off": ("AAND", {"use_raa": False}),
+    "AAND_hkd_off": ("AAND", {"use_hkd": False}),
+    "DSKD": ("DSKD", {}),
+    "DSKD_se_only": ("DSKD", {"use_decoder_student": False}),
+    "DSKD_sd_only": ("DSKD", {"use_encoder_student": False, "df_source": "teacher"}),
+}
+COLUMNS = [
+    "model",
+    "dataset",
+    "category",
+    "seed",
+    "teacher",
+    "epochs",
+    "image_size",
+    "batch_size",
+    "image_AUROC",
+    "image_F1Score",
+    "pixel_AUROC",
+    "pixel_AUPRO",
+    "train_seconds",
+    "peak_memory_MB",
+    "inference_ms_per_image",
+    "hardware",
+]
+METRICS = ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_AUPRO"]
+KEY = ("model", "dataset", "category", "seed", "teacher", "epochs", "image_size")
+
+
+def hardware() -> str:
+    """CPU (or GPU) the cell ran on, e.g. ``x86_64, 2 threads, CPU``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()}, GPU"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU"
+
+
+def parse_dataset(spec: str, args: argparse.Namespace) -> tuple[str, str, Path | None]:
+    """``spec`` → (dataset, category, root or None for the installed ELPV package)."""
+    kind, _, rest = spec.partition(":")
+    roots = {"mvtec": args.mvtec_root, "visa": args.visa_root, "mvtec3d": args.mvtec3d_root}
+    if kind in roots and rest:
+        return kind, rest, Path(roots[kind])
+    if spec == "battery_weld":
+        return "folder", "battery_weld", Path(args.battery_weld_root)
+    if kind == "folder" and "=" in rest:
+        name, _, root = rest.partition("=")
+        return "folder", name, Path(root)
+    if spec in {"elpv", "elpv:mono", "elpv:poly", "elpv:all"}:
+        return "elpv", rest or "mono", None
+    msg = (
+        f"unknown dataset {spec!r}: use mvtec:<category>, visa:<category>, mvtec3d:<category>, battery_weld, "
+        "folder:<name>=<root> or elpv[:mono|poly|all]"
+    )
+    raise ValueError(msg)
+
+
+def dataset_missing(dataset: str, category: str, root: Path | None) -> str | None:
+    """Why the dataset cannot be used here, or ``None``."""
+    if dataset == "elpv":
+        import importlib.util
+
+        return None if importlib.util.find_spec("elpv_dataset") else "`pip install elpv-dataset` (extra `elpv`)"
+    folder = root / category if dataset in {"mvtec", "visa", "mvtec3d"} else root
+    return None if folder.is_dir() else f"{folder} not found"
+
+
+def make_datamodule(dataset: str, category: str, root: Path | None, args: argparse.Namespace, seed: int):
+    """The anomalib datamodule of one dataset; validation on the test split (it only sets thresholds)."""
+    from anomalib.data import Folder, MVTec3D, MVTecAD, Visa
+
+    from anomalib_kd_ext.data import ELPV
+
+    common = {
+        "train_batch_size": args.batch_size,
+        "eval_batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "val_split_mode": "same_as_test",
+        "seed": seed,
+    }
+    if dataset == "mvtec":
+        return MVTecAD(root=root, category=category, **common)
+    if dataset == "visa":
+        return Visa(root=root, category=category, **common)
+    if dataset == "mvtec3d":
+        return MVTec3D(root=root, category=category, **common)
+    if dataset == "elpv":
+        return ELPV(cell_type=category, max_train_images=args.elpv_max_train, **common)
+    mask_dir = "ground_truth/defect" if (root / "ground_truth/defect").is_dir() else None
+    return Folder(
+        name=category,
+        root=root,
+        normal_dir="train/good",
+        normal_test_dir="test/good",
+        abnormal_dir="test/defect",
+        mask_dir=mask_dir,
+        **common,
+    )
+
+
+def make_model(name: str, args: argparse.Namespace, work_dir: Path):
+    """One model of the grid with the chosen teacher and image size."""
+    from anomalib.models import ReverseDistillation, Stfpm
+
+    from anomalib_kd_ext.models import AAND, DSKD
+    from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
+
+    family, switches = MODELS[name]
+    size = (args.image_size, args.image_size)
+    if args.teacher == "paper":
+        teacher = PAPER_TEACHERS["RD" if name == "RD" else family]
+        if name == "RD":
+            return ReverseDistillation(**teacher, pre_processor=ReverseDistillation.configure_pre_processor(size))
+        model_class = {"Stfpm": Stfpm, "AAND": AAND, "DSKD": DSKD}[family]
+        extra = {"evaluator": DSKD.configure_evaluator()} if family == "Stfpm" else {}
+        return model_class(**teacher, **switches, **extra, pre_processor=model_class.configure_pre_processor(size))
+    if family == "Stfpm":
+        sys.path.insert(0, str(HERE))
+        from common import timm_local_dir
+
+        backbone = timm_local_dir("tf_efficientnet_lite0", LITE0_PACKAGE_WEIGHTS, work_dir / "lite0_local_dir")
+        return Stfpm(
+            backbone=backbone,
+            layers=LITE0_LAYERS,
+            evaluator=DSKD.configure_evaluator(),
+            pre_processor=Stfpm.configure_pre_processor(size),
+        )
+    teacher = {"backbone": "tf_efficientnet_lite0", "layers": LITE0_LAYERS, "backbone_weights": LITE0_PACKAGE_WEIGHTS}
+    if family == "AAND":
+        stages = {"amplification_epochs": args.epochs, "distillation_epochs": args.epochs}
+        texture = {"texture_dir": args.texture_dir}
+        return AAND(**teacher, **stages, **texture, **switches, pre_processor=AAND.configure_pre_processor(size))
+    return DSKD(**teacher, **switches, pre_processor=DSKD.configure_pre_processor(size))
+
+
+def inference_ms(torch_model, image_size: int, repeats: int = 20) -> float:
+    """Median torch-eager latency, batch 1, no grad, after 3 warm-up runs."""
+    import torch
+
+    torch_model = torch_model.eval()
+    image = torch.rand(1, 3, image_size, image_size)
+    times = []
+    with torch.no_grad():
+        for index in range(repeats + 3):
+            start = time.perf_counter()
+            torch_model(image)
+            if index >= 3:
+                times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def run_cell(cell: dict, args: argparse.Namespace) -> dict:
+    """Train and test one cell (in this process); return its row."""
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+    from lightning.pytorch.loggers import CSVLogger
+
+    sys.path.insert(0, str(HERE))
+    from common import EpochTimer
+
+    dataset, category, root = parse_dataset(cell["dataset_spec"], args)
+    work_dir = Path(args.work_dir) / f"{cell['model']}_{dataset}_{category}_seed{cell['seed']}"
+    seed_everything(cell["seed"], workers=True)
+    model = make_model(cell["model"], args, work_dir)
+    datamodule = make_datamodule(dataset, category, root, args, cell["seed"])
+    total_epochs = model.trainer_arguments.get("max_epochs", args.epochs)
+    timer = EpochTimer()
+    engine = Engine(
+        default_root_dir=work_dir,
+        callbacks=[timer],
+        logger=CSVLogger(save_dir=str(work_dir), name="logs", version=0),
+        accelerator=args.accelerator,
+        devices=1,
+        max_epochs=total_epochs,
+        check_val_every_n_epoch=total_epochs,
+        enable_progress_bar=False,
+    )
+    engine.fit(model=model, datamodule=datamodule)
+    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    teacher = "paper" if args.teacher == "paper" else "tf_efficientnet_lite0 (ImageNet, lite0 extra)"
+    row = {
+        "model": cell["model"],
+        "dataset": dataset,
+        "category": category,
+        "seed": cell["seed"],
+        "teacher": teacher,
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        **{name: metrics.get(name) for name in METRICS},
+        "train_seconds": round(sum(timer.seconds.values()), 1),
+        "inference_ms_per_image": round(inference_ms(model.model.cpu(), args.image_size), 1),
+        "hardware": hardware(),
+    }
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    scale = 1 if platform.system() == "Darwin" else 1024
+    row["peak_memory_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20)
+    return {column: row.get(column) for column in COLUMNS}
+
+
+def read_rows(csv_path: Path) -> list[dict]:
+    """Rows of the grid CSV (numbers as floats, empty cells as ``None``)."""
+    if not csv_path.is_file():
+        return []
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key, value in row.items():
+            if key in {"seed", "epochs", "image_size", "batch_size"}:
+                row[key] = int(value)
+            elif key in METRICS or key in {"train_seconds", "peak_memory_MB", "inference_ms_per_image"}:
+                row[key] = float(value) if value not in {"", "None"} else None
+    return rows
+
+
+def write_rows(rows: list[dict], csv_path: Path) -> None:
+    """Write the grid CSV atomically (a crash never leaves half a file)."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = csv_path.with_suffix(".csv.partial")
+    with partial.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    partial.replace(csv_path)
+
+
+def mean_std(values: list[float], digits: int = 3) -> str:
+    """``mean ± std`` (sample std over seeds), or the single value, or ``–`` when there is none."""
+    values = [value for value in values if value is not None and not math.isnan(value)]
+    if not values:
+        return "–"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    std = math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summarise(rows: list[dict], out: Path) -> str:
+    """Write ``grid.md`` (mean ± std over seeds per model and dataset) and ``grid.png``; return the Markdown."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"] + "/" + row["category"], row["model"]), []).append(row)
+    first = rows[0]
+    header = (
+        f"Teacher {first['teacher']}, {first['image_size']} px, batch {first['batch_size']}, {first['epochs']} epochs "
+        f"(AAND: per stage), hardware {first['hardware']}. Mean ± std over seeds {sorted({row['seed'] for row in rows})}."
+    )
+    lines = [
+        header,
+        "",
+        "| dataset | model | seeds | " + " | ".join(METRICS) + " | train s | peak MB | ms/image |",
+        "|---|---|---|" + "---|" * (len(METRICS) + 3),
+    ]
+    for (dataset, model), group in sorted(groups.items()):
+        cells = [mean_std([row[metric] for row in group]) for metric in METRICS]
+        extra = [mean_std([row[key] for row in group], 0) for key in ("train_seconds", "peak_memory_MB")]
+        speed = mean_std([row["inference_ms_per_image"] for row in group], 1)
+        lines.append(f"| {dataset} | {model} | {len(group)} | " + " | ".join([*cells, *extra, speed]) + " |")
+    markdown = "\n".join(lines) + "\n"
+    (out / "grid.md").write_text(markdown)
+    plot(groups, out / "grid.png")
+    return markdown
+
+
+def plot(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
+    """Bar chart: one panel per dataset, image (and pixel, when there are masks) AUROC per model, std as error bars."""
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({dataset for dataset, _ in groups})
+    figure, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets, strict=True):
+        models = sorted(model for name, model in groups if name == dataset)
+        for offset, metric in ((-0.2, "image_AUROC"), (0.2, "pixel_AUROC")):
+            means, stds = [], []
+            for model in models:
+                values = [row[metric] for row in groups[dataset, model] if row[metric] is not None]
+                mean = sum(values) / len(values) if values else float("nan")
+                std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0
+                means.append(mean)
+                stds.append(std)
+            positions = [index + offset for index in range(len(models))]
+            axis.bar(positions, means, width=0.4, yerr=stds, label=metric, capsize=2)
+        axis.set_xticks(range(len(models)), models, rotation=30, ha="right")
+        axis.set_ylim(0.5, 1.0)
+        axis.set_title(dataset)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("AUROC")
+    axes[0][-1].legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    """Run the cells not in the CSV yet, each in a child process, with a progress bar over the grid."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out = Path(args.out)
+    csv_path = out / "grid.csv"
+    rows = read_rows(csv_path)
+    teacher = "paper" if args.teacher == "paper" else "tf_efficientnet_lite0 (ImageNet, lite0 extra)"
+    cells = []
+    for spec in args.datasets:
+        dataset, category, root = parse_dataset(spec, args)
+        if (reason := dataset_missing(dataset, category, root)) is not None:
+            print(f"skipping {spec}: {reason}", flush=True)
+            continue
+        cells += [
+            {"model": model, "dataset_spec": spec, "seed": seed, "key": (model, dataset, category, seed)}
+            for seed in args.seeds
+            for model in args.models
+        ]
+    done = {
+        (row["model"], row["dataset"], row["category"], row["seed"])
+        for row in rows
+        if (row["teacher"], row["epochs"], row["image_size"]) == (teacher, args.epochs, args.image_size)
+    }
+    failed = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ) as progress:
+        task = progress.add_task("grid", total=len(cells))
+        for cell in cells:
+            label = f"{cell['model']} on {cell['dataset_spec']} seed {cell['seed']}"
+            if cell["key"] in done:
+                progress.console.print(f"{label}: in {csv_path}, skipped")
+                progress.advance(task)
+                continue
+            progress.update(task, description=label)
+            row = run_child(cell, args, out)
+            if row is None:
+                failed.append(label)
+                progress.console.print(f"[red]{label}: failed, see {out / 'logs'}[/red]")
+            else:
+                rows.append(row)
+                write_rows(rows, csv_path)
+                summarise(rows, out)
+                metrics = ", ".join(f"{name} {row[name]:.3f}" for name in METRICS if row[name] is not None)
+                progress.console.print(f"{label}: {metrics}, {row['train_seconds']:.0f} s training")
+            progress.advance(task)
+    if rows:
+        print(summarise(rows, out))
+        print(f"results: {csv_path}, {out / 'grid.md'}, {out / 'grid.png'}")
+    if failed:
+        sys.exit(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
+
+
+def run_child(cell: dict, args: argparse.Namespace, out: Path) -> dict | None:
+    """Run one cell in a child process (its log under ``out/logs``); its row, or ``None`` when it failed."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    name = (
+        f"{cell['model']}_{cell['dataset_spec'].replace(':', '_').replace('=', '_').replace('/', '_')}_{cell['seed']}"
+    )
+    result = logs / f"{name}.json"
+    result.unlink(missing_ok=True)
+    command = [sys.executable, __file__, *sys.argv[1:], "--cell", json.dumps(cell), "--cell-result", str(result)]
+    with (logs / f"{name}.log").open("w") as log:
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    if code != 0 or not result.is_file():
+        return None
+    return json.loads(result.read_text())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["Stfpm", "RD", "AAND", "DSKD"], choices=list(MODELS))
+    parser.add_argument("--datasets", nargs="+", default=["mvtec:bottle", "battery_weld", "elpv"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (AAND: per stage)")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--teacher", choices=["lite0", "paper"], default="lite0")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--texture-dir", default=None, help="AAND texture folder (default: anomalib's Perlin noise)")
+    parser.add_argument("--elpv-max-train", type=int, default=None, help="ELPV: keep this many training cells")
+    parser.add_argument("--mvtec-root", default="../shared/datasets/mvtec_ad")
+    parser.add_argument("--visa-root", default="../shared/datasets/visa")
+    parser.add_argument("--mvtec3d-root", default="../shared/datasets/mvtec_3d")
+    parser.add_argument("--battery-weld-root", default="../shared/datasets/battery_weld")
+    parser.add_argument("--work-dir", default="results/grid")
+    parser.add_argument("--out", default="benchmarks/results/grid_cpu")
+    parser.add_argument("--cell", help=argparse.SUPPRESS)
+    parser.add_argument("--cell-result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for spec in args.datasets:
+        try:
+            parse_dataset(spec, args)
+        except ValueError as error:
+            parser.error(str(error))
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    return args
+
+
+def main() -> None:
+    """Run the grid, or (``--cell``) one cell of it."""
+    args = parse_args()
+    if args.cell is None:
+        run_grid(args)
+        return
+    row = run_cell(json.loads(args.cell), args)  # an exception prints its traceback into the cell's log
+    Path(args.cell_result).write_text(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,8 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Datamodules of the plugin."""
+
+from anomalib_kd_ext.data.elpv import ELPV
+
+__all__ = ["ELPV"]

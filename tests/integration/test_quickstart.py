@@ -1,0 +1,36 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""The README quickstart (`python -m anomalib_kd_ext.quickstart`) with a reduced budget: metrics and heat maps written."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from anomalib_kd_ext import quickstart
+
+
+@pytest.mark.usefixtures("lite0_weights")
+def test_quickstart_writes_metrics_and_heat_maps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("elpv_dataset", reason="install the `elpv` extra")
+    budget = ["--epochs", "1", "--max-train-images", "8", "--image-size", "64", "--num-workers", "0"]
+    metrics = quickstart.main([*budget, "--output", str(tmp_path)])
+    assert 0.0 <= metrics["image_AUROC"] <= 1.0
+    run_dir = tmp_path / "AAND" / "elpv_mono" / "v0"
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    heat_maps = list((run_dir / "images").rglob("*.png"))
+    assert len(heat_maps) == 147 + 369  # every test cell of the documented split
+    assert (run_dir / "weights" / "lightning" / "model.ckpt").is_file()
+    printed = capsys.readouterr().out
+    assert f"heat maps:  {run_dir / 'images'} (516 images)" in printed
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [(["--epochs", "0"], "--epochs must be at least 1"), (["--image-size", "100"], "multiple of 32")],
+)
+def test_quickstart_rejects_bad_budget(argument: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        quickstart.parse_args(argument)
+    assert message in capsys.readouterr().err
