@@ -3,7 +3,6 @@
 
 """Every notebook under notebooks/ runs top to bottom (tiny budgets: KD_NOTEBOOK_SMOKE=1), so none can rot."""
 
-import os
 from pathlib import Path
 
 import pytest

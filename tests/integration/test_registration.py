@@ -71,16 +71,17 @@ def test_broken_plugin_does_not_break_anomalib() -> None:
         ["--model", "AAND"],
         ["--model", "DSKD"],
         ["--model", "anomalib_kd_ext.models.AAND"],
-        ["--config", str(REPO / "configs" / "aand_lite0.yaml")],
-        ["--config", str(REPO / "configs" / "aand.yaml")],
-        ["--config", str(REPO / "configs" / "dskd.yaml")],
-        ["--config", str(REPO / "configs" / "dskd_lite0.yaml")],
+        *(["--config", str(path)] for path in sorted((REPO / "configs").glob("*.yaml"))),
+        ["--model", "DSKD", "--data", "ELPV"],
     ],
+    ids=lambda args: Path(args[-1]).name if args[0] == "--config" else " ".join(args),
 )
 def test_cli_resolves_model(model_args: list[str]) -> None:
+    """Short names, every config of configs/ (ours and the anomalib baselines) and the ELPV datamodule resolve."""
     anomalib = str(Path(sys.executable).with_name("anomalib"))
+    data = [] if "--data" in model_args else ["--data", "MVTecAD"]
     result = subprocess.run(
-        [anomalib, "train", *model_args, "--data", "MVTecAD", "--print_config"],
+        [anomalib, "train", *model_args, *data, "--print_config"],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
@@ -88,4 +89,7 @@ def test_cli_resolves_model(model_args: list[str]) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "class_path: anomalib_kd_ext" in result.stdout
+    baseline = any(name in " ".join(model_args) for name in ("stfpm_paper", "reverse_distillation_paper"))
+    assert ("class_path: anomalib.models." if baseline else "class_path: anomalib_kd_ext") in result.stdout
+    if "ELPV" in model_args:
+        assert "class_path: anomalib_kd_ext.data.ELPV" in result.stdout
