@@ -34,6 +34,7 @@ from anomalib.models import Stfpm
 from common import hardware, save_rows
 
 from anomalib_kd_ext.models import AAND, DSKD
+from anomalib_kd_ext.models.components import kd_evaluator
 
 CLASSES = {"AAND": AAND, "DSKD": DSKD, "Stfpm": Stfpm}
 
@@ -90,7 +91,9 @@ def main() -> None:
     rows = []
     for item in args.ckpt:
         name, _, path = item.partition("=")
-        model = CLASSES[name].load_from_checkpoint(path).eval()
+        # The benchmarks train Stfpm with the plugin's evaluator (adds AUPRO): rebuild it to load the checkpoint.
+        extra = {"evaluator": kd_evaluator()} if name == "Stfpm" else {}
+        model = CLASSES[name].load_from_checkpoint(path, **extra).eval()
         engine = Engine(accelerator="cpu", devices=1, logger=False)
 
         def torch_predict(images: torch.Tensor, model: torch.nn.Module = model) -> dict:
@@ -118,12 +121,15 @@ def main() -> None:
                 row |= evaluate(predict, datamodule) | {"hardware": hardware()}
                 rows.append(row)
                 print(row, flush=True)
-    # Keep the rows of other checkpoints from earlier runs (one checkpoint per run fits a busy CPU better).
-    stem = f"int8_accuracy_{args.category}"
-    saved = Path(args.out) / f"{stem}.json"
+        save_merged(rows, Path(args.out), f"int8_accuracy_{args.category}")
+
+
+def save_merged(rows: list[dict], out: Path, stem: str) -> None:
+    """Save ``rows`` with the rows of other checkpoints from earlier runs (one checkpoint per run suits a busy CPU)."""
+    saved = out / f"{stem}.json"
     earlier = json.loads(saved.read_text()) if saved.is_file() else []
     done = {row["checkpoint"] for row in rows}
-    save_rows([row for row in earlier if row["checkpoint"] not in done] + rows, Path(args.out), stem)
+    save_rows([row for row in earlier if row["checkpoint"] not in done] + rows, out, stem)
 
 
 if __name__ == "__main__":

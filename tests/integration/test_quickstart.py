@@ -22,6 +22,7 @@ def test_quickstart_writes_metrics_and_heat_maps(tmp_path: Path, capsys: pytest.
     heat_maps = list((run_dir / "images").rglob("*.png"))
     assert len(heat_maps) == 147 + 369  # every test cell of the documented split
     assert (run_dir / "weights" / "lightning" / "model.ckpt").is_file()
+    assert (run_dir / "overview.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert f"heat maps:  {run_dir / 'images'} (516 images)" in printed
 
