@@ -49,6 +49,9 @@ from torchvision.transforms.v2 import Normalize
 from anomalib_kd_ext.models.components import (
     GuardedExportMixin,
     adam_betas,
+    check_choice,
+    check_fractions,
+    check_range,
     check_trainer_dataset,
     kd_evaluator,
 )
@@ -171,18 +174,29 @@ class AAND(GuardedExportMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        # Every numeric argument is checked before any network is built.
+        check_range("amplification_epochs", amplification_epochs, low=0, integer=True)
+        check_range("distillation_epochs", distillation_epochs, low=1, integer=True)
+        check_range("num_memory_items", num_memory_items, low=1, integer=True)
+        check_range("k_hard", k_hard, low=1, integer=True)
+        check_range("gate_temperature", gate_temperature, low=0, low_open=True)
+        check_range("margin", margin, low=0)
+        check_range("amplification_weight", amplification_weight, low=0)
+        check_range("focal_alpha", focal_alpha, low=0, high=1)
+        check_range("focal_gamma", focal_gamma, low=0)
+        check_range("mask_threshold", mask_threshold, low=0, high=1)
+        check_range("anomaly_probability", anomaly_probability, low=0, high=1)
+        check_range("foreground_threshold", foreground_threshold, low=0, high=1)
+        check_range("learning_rate", learning_rate, low=0, low_open=True)
+        check_fractions("lr_milestones", lr_milestones)
+        check_range("lr_decay", lr_decay, low=0, high=1, low_open=True)
+        check_choice("anomaly_map_mode", anomaly_map_mode, ("add", "multiply"))
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        if amplification_epochs < 0 or distillation_epochs < 1:
-            msg = (
-                f"Stage lengths must be amplification_epochs >= 0 and distillation_epochs >= 1, got "
-                f"{amplification_epochs} and {distillation_epochs}."
-            )
-            raise ValueError(msg)
         self.amplification_epochs = amplification_epochs if use_raa else 0
         self.distillation_epochs = distillation_epochs
         self.use_gate = use_gate
@@ -221,6 +235,8 @@ class AAND(GuardedExportMixin, AnomalibModule):
         )
         self.automatic_optimization = False
         self._gate_counts = torch.zeros(3, dtype=torch.float64)
+        if self.input_size is not None:  # a pre-processor with a fixed size: check it now rather than at fit
+            self._check_input_size()
 
     @property
     def stage(self) -> str:
@@ -254,16 +270,7 @@ class AAND(GuardedExportMixin, AnomalibModule):
     def on_fit_start(self) -> None:
         """Check the input size and the texture folder before any work is done."""
         if self.input_size is not None:
-            height, width = (int(v) for v in self.input_size)
-            self.model.check_input_size(height, width)
-            coarsest = max(self.model.teacher.strides)
-            positions = (height // coarsest) * (width // coarsest)
-            if self.loss.use_hard and self.loss.k_hard > positions:
-                msg = (
-                    f"k_hard={self.loss.k_hard} exceeds the {positions} positions of the coarsest feature map at "
-                    f"input size {height}x{width}: lower k_hard or raise the input size."
-                )
-                raise ValueError(msg)
+            self._check_input_size()
         if self.synthesizer is not None and self.amplification_epochs > 0:
             self.synthesizer.load_textures()
         logger.info(
@@ -271,6 +278,19 @@ class AAND(GuardedExportMixin, AnomalibModule):
             self.amplification_epochs,
             self.distillation_epochs,
         )
+
+    def _check_input_size(self) -> None:
+        """Input size supported by the student, and at least ``k_hard`` positions on the coarsest feature map."""
+        height, width = (int(v) for v in self.input_size)
+        self.model.check_input_size(height, width)
+        coarsest = max(self.model.teacher.strides)
+        positions = (height // coarsest) * (width // coarsest)
+        if self.loss.use_hard and self.loss.k_hard > positions:
+            msg = (
+                f"k_hard={self.loss.k_hard} exceeds the {positions} positions of the coarsest feature map at "
+                f"input size {height}x{width}: lower k_hard or raise the input size."
+            )
+            raise ValueError(msg)
 
     def _pixel_range(self, images: torch.Tensor, *, to_unit: bool) -> torch.Tensor:
         """Undo (``to_unit``) or redo the pre-processor's normalisation."""

@@ -25,6 +25,7 @@ from .teacher import (
     read_state_dict,
     resolve_weights_path,
 )
+from .validation import check_choice, check_fractions, check_range
 
 __all__ = [
     "LITE0_PACKAGE_WEIGHTS",
@@ -39,9 +40,12 @@ __all__ = [
     "anomaly_score",
     "architecture_name",
     "build_reverse_student",
+    "check_choice",
     "check_dataset_available",
     "check_exportable",
+    "check_fractions",
     "check_input_size",
+    "check_range",
     "check_trainer_dataset",
     "cosine_distance",
     "kd_evaluator",

@@ -36,12 +36,14 @@ from torch import optim
 from anomalib_kd_ext.models.components import (
     GuardedExportMixin,
     adam_betas,
+    check_choice,
+    check_range,
     check_trainer_dataset,
     kd_evaluator,
 )
 
 from .loss import DualStudentLoss
-from .torch_model import DFSource, DSKDModel
+from .torch_model import DF_SOURCES, DFSource, DSKDModel
 
 
 class DSKD(GuardedExportMixin, AnomalibModule):
@@ -92,6 +94,12 @@ class DSKD(GuardedExportMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        # Every argument is checked before any network is built.
+        check_range("learning_rate", learning_rate, low=0, low_open=True)
+        check_choice("anomaly_map_mode", anomaly_map_mode, ("add", "multiply"))
+        check_choice("df_source", df_source, DF_SOURCES)
+        for weight in student_weights:
+            check_range("each of student_weights", weight, low=0)
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,

@@ -122,8 +122,15 @@ def test_invalid_arguments(kwargs: dict, match: str) -> None:
         AAND(**RESNET18, **kwargs)
 
 
+def test_unsupported_input_size_fails_at_construction() -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        AAND(**RESNET18, pre_processor=AAND.configure_pre_processor(image_size=(72, 72)))
+
+
 def test_unsupported_input_size_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
-    model = AAND(**RESNET18, pre_processor=AAND.configure_pre_processor(image_size=(72, 72)))
+    """A pre-processor swapped in after construction is checked when fitting starts, before any step."""
+    model = AAND(**RESNET18)
+    model.pre_processor = AAND.configure_pre_processor(image_size=(72, 72))
     with pytest.raises(ValueError, match="multiples of 32"):
         _fit(model, tiny_dataset, tmp_path, [])
 
