@@ -1,0 +1,85 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""No NaN/Inf in losses or maps: training on constant images, inference on constant and extreme inputs."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import Callback, LightningModule, Trainer
+from PIL import Image
+
+from anomalib_kd_ext.models import AAND, DSKD
+
+RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
+
+
+def make_constant_dataset(root: Path) -> Path:
+    """Training images that are flat black, grey and white; a test defect is a white square on black."""
+    base = root / "flat"
+    for folder in ("train/good", "test/good", "test/defect", "ground_truth/defect"):
+        (base / folder).mkdir(parents=True)
+    for index, value in enumerate([0, 0, 128, 128, 255, 255]):
+        Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(base / "train/good" / f"{index:03d}.png")
+    for index, value in enumerate([0, 255]):
+        Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(base / "test/good" / f"{index:03d}.png")
+        image = np.zeros((64, 64, 3), np.uint8)
+        mask = np.zeros((64, 64), np.uint8)
+        image[20:40, 20:40], mask[20:40, 20:40] = 255, 255
+        Image.fromarray(image).save(base / "test/defect" / f"{index:03d}.png")
+        Image.fromarray(mask).save(base / "ground_truth/defect" / f"{index:03d}_mask.png")
+    return root
+
+
+class RecordLosses(Callback):
+    """Every value a training step logs, per step."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[str, float]] = []
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
+        del pl_module, args
+        self.values += [(k, float(v)) for k, v in trainer.callback_metrics.items() if k.startswith("train_")]
+
+
+def _model(name: str) -> AAND | DSKD:
+    pre_processor = (AAND if name == "AAND" else DSKD).configure_pre_processor(image_size=(64, 64))
+    if name == "AAND":
+        return AAND(**RESNET18, amplification_epochs=1, distillation_epochs=1, pre_processor=pre_processor)
+    return DSKD(**RESNET18, pre_processor=pre_processor)
+
+
+@pytest.mark.parametrize("name", ["AAND", "DSKD"])
+def test_constant_images_train_and_predict_finite(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    root = make_constant_dataset(tmp_path / "data")
+    datamodule = MVTecAD(root=root, category="flat", train_batch_size=3, eval_batch_size=2, num_workers=0)
+    losses = RecordLosses()
+    model = _model(name)
+    engine = Engine(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[losses],
+        max_epochs=model.trainer_arguments.get("max_epochs", 1),
+    )
+    engine.fit(model=model, datamodule=datamodule)
+    assert losses.values, "no training loss was logged"
+    assert all(np.isfinite(value) for _, value in losses.values), [kv for kv in losses.values if not np.isfinite(kv[1])]
+    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    assert all(np.isfinite(value) for value in metrics.values()), metrics
+    for parameter in model.parameters():
+        assert torch.isfinite(parameter).all()
+
+    model.eval()
+    extremes = torch.stack([torch.zeros(3, 64, 64), torch.ones(3, 64, 64), torch.full((3, 64, 64), 1e4)])
+    with torch.no_grad():
+        output = model(torch.cat([extremes, -extremes[2:]]))
+    assert torch.isfinite(output.anomaly_map).all()
+    assert torch.isfinite(output.pred_score).all()

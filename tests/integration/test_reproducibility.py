@@ -1,0 +1,56 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Same seed, same result; checkpoints reload with anomalib 2.7's ``weights_only=True`` and predict identically."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
+
+from anomalib_kd_ext.models import AAND, DSKD
+
+RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
+
+
+def _train(name: str, dataset: Path, work: Path, seed: int = 7) -> tuple[AAND | DSKD, dict, str]:
+    seed_everything(seed, workers=True)
+    model_class = AAND if name == "AAND" else DSKD
+    pre_processor = model_class.configure_pre_processor(image_size=(64, 64))
+    stages = {"amplification_epochs": 1, "distillation_epochs": 1} if name == "AAND" else {}
+    model = model_class(**RESNET18, **stages, pre_processor=pre_processor)
+    datamodule = MVTecAD(root=dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0, seed=seed)
+    engine = Engine(
+        default_root_dir=work,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        max_epochs=model.trainer_arguments.get("max_epochs", 2),
+        deterministic=True,
+    )
+    engine.fit(model=model, datamodule=datamodule)
+    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    return model, metrics, engine.trainer.checkpoint_callback.best_model_path
+
+
+@pytest.mark.parametrize("name", ["AAND", "DSKD"])
+def test_same_seed_same_weights_and_metrics(name: str, tiny_dataset: Path, tmp_path: Path) -> None:
+    first, first_metrics, checkpoint = _train(name, tiny_dataset, tmp_path / "a")
+    second, second_metrics, _ = _train(name, tiny_dataset, tmp_path / "b")
+    assert first_metrics == second_metrics
+    for (key, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), key
+
+    # The checkpoint reloads through torch.load(weights_only=True) (anomalib 2.7's default) and predicts the same.
+    reloaded = type(first).load_from_checkpoint(checkpoint)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, actual = first.eval()(images), reloaded.eval()(images)
+    assert torch.equal(expected.anomaly_map, actual.anomaly_map)
+    assert torch.equal(expected.pred_score, actual.pred_score)
+    state = torch.load(checkpoint, weights_only=True)
+    assert "state_dict" in state
