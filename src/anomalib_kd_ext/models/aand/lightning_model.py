@@ -51,6 +51,7 @@ from anomalib_kd_ext.models.components import (
     adam_betas,
     check_choice,
     check_fractions,
+    check_image_files,
     check_range,
     check_trainer_dataset,
     kd_evaluator,
@@ -268,9 +269,10 @@ class AAND(GuardedExportMixin, AnomalibModule):
         return super().configure_callbacks()
 
     def on_fit_start(self) -> None:
-        """Check the input size and the texture folder before any work is done."""
+        """Check the input size, the image files and the texture folder before any work is done."""
         if self.input_size is not None:
             self._check_input_size()
+        check_image_files(getattr(self.trainer, "datamodule", None))
         if self.synthesizer is not None and self.amplification_epochs > 0:
             self.synthesizer.load_textures()
         logger.info(

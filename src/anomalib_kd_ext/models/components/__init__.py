@@ -4,7 +4,7 @@
 """Knowledge-distillation building blocks shared by AAND and DSKD."""
 
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
-from .data_checks import check_dataset_available, check_trainer_dataset
+from .data_checks import check_dataset_available, check_image_files, check_trainer_dataset
 from .evaluator import kd_evaluator
 from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, removed_on_failure
 from .optim import adam_betas
@@ -44,6 +44,7 @@ __all__ = [
     "check_dataset_available",
     "check_exportable",
     "check_fractions",
+    "check_image_files",
     "check_input_size",
     "check_range",
     "check_trainer_dataset",

@@ -59,3 +59,58 @@ def check_trainer_dataset(trainer: object | None) -> None:
     datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
     if datamodule is not None:
         check_dataset_available(datamodule)
+
+
+# PIL modes whose values exceed 8 bits: anomalib's ``read_image`` (``Image.open(path).convert("RGB")``) saturates them.
+HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def check_image_files(datamodule: object) -> None:
+    """Read the header of every image and mask of a set-up datamodule; raise on the first one anomalib would misread.
+
+    Stops, naming the file and the fix, on: an empty (0-byte) file, a file PIL cannot identify (corrupt or not an
+    image), a 16-bit or float image (anomalib's ``read_image`` converts with ``convert("RGB")``, which saturates every
+    value above 255: a 16-bit image becomes almost white without a warning), and a mask whose size differs from its
+    image's. Grayscale, palette and RGBA images are fine (anomalib converts them to RGB). Only headers are read.
+
+    Raises:
+        ValueError: With the path of the offending file and what to do about it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    frames = [getattr(getattr(datamodule, name, None), "samples", None) for name in ("train_data", "test_data")]
+    for samples in (frame for frame in frames if frame is not None and len(frame)):
+        masks = samples["mask_path"] if "mask_path" in samples else [""] * len(samples)
+        for image_path, mask_path in zip(samples["image_path"], masks, strict=True):
+            image_size = _image_size(Path(image_path), Image, UnidentifiedImageError)
+            if isinstance(mask_path, str) and mask_path:
+                mask_size = _image_size(Path(mask_path), Image, UnidentifiedImageError)
+                if mask_size != image_size:
+                    msg = (
+                        f"Mask {mask_path} is {mask_size[0]}x{mask_size[1]} but its image {image_path} is "
+                        f"{image_size[0]}x{image_size[1]}: resize the mask (nearest neighbour) to its image."
+                    )
+                    raise ValueError(msg)
+
+
+def _image_size(path: Path, image_module: object, unidentified: type[Exception]) -> tuple[int, int]:
+    if not path.is_file():
+        msg = f"Image file not found: {path}. Remove it from the dataset listing or restore the file."
+        raise ValueError(msg)
+    if path.stat().st_size == 0:
+        msg = f"Image file is empty (0 bytes): {path}. Remove it or replace it with the real image."
+        raise ValueError(msg)
+    try:
+        with image_module.open(path) as image:
+            mode, size = image.mode, image.size
+    except (unidentified, OSError) as exc:
+        msg = f"Cannot read {path} as an image ({exc}). Remove it or re-export it as PNG/JPEG."
+        raise ValueError(msg) from exc
+    if mode in HIGH_BIT_DEPTH_MODES:
+        msg = (
+            f"{path} is a {mode} image (more than 8 bits per pixel). anomalib reads images with PIL's "
+            "convert('RGB'), which saturates every value above 255, so this image would train as almost white. "
+            "Convert the dataset to 8-bit first (scale each image to 0-255), e.g. with PIL or OpenCV."
+        )
+        raise ValueError(msg)
+    return size

@@ -37,6 +37,7 @@ from anomalib_kd_ext.models.components import (
     GuardedExportMixin,
     adam_betas,
     check_choice,
+    check_image_files,
     check_range,
     check_trainer_dataset,
     kd_evaluator,
@@ -132,9 +133,10 @@ class DSKD(GuardedExportMixin, AnomalibModule):
         return super().configure_callbacks()
 
     def on_fit_start(self) -> None:
-        """Check the input size before any work is done."""
+        """Check the input size and the image files before any work is done."""
         if self.input_size is not None:
             self.model.check_input_size(*(int(v) for v in self.input_size))
+        check_image_files(getattr(self.trainer, "datamodule", None))
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Match both students to the teacher on one batch of normal images."""

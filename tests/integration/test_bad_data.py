@@ -1,0 +1,131 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Messy data through anomalib's Folder: what works, and what stops before training with the file and the fix."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from anomalib.data import Folder
+from anomalib.engine import Engine
+from PIL import Image
+
+from anomalib_kd_ext.models import AAND, DSKD
+from anomalib_kd_ext.models.components import check_image_files
+
+RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
+
+
+class Listing:
+    """A datamodule stand-in: anomalib's ``samples`` frames of the train and test datasets."""
+
+    def __init__(self, images: list[Path], masks: list[str] | None = None) -> None:
+        frame = pd.DataFrame({"image_path": [str(p) for p in images], "mask_path": masks or [""] * len(images)})
+        self.train_data = type("Data", (), {"samples": frame})()
+        self.test_data = None
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def _folder(root: Path, train: list[np.ndarray]) -> Folder:
+    rng = np.random.default_rng(0)
+    for index, array in enumerate(train):
+        _save(root / "train/good" / f"{index:03d}.png", array)
+    for index in range(2):
+        _save(root / "test/good" / f"{index:03d}.png", rng.integers(0, 255, (64, 64, 3), np.uint8))
+        _save(root / "test/defect" / f"{index:03d}.png", rng.integers(0, 255, (64, 64, 3), np.uint8))
+    return Folder(
+        name="messy",
+        root=root,
+        normal_dir="train/good",
+        normal_test_dir="test/good",
+        abnormal_dir="test/defect",
+        train_batch_size=2,
+        eval_batch_size=2,
+        num_workers=0,
+    )
+
+
+def _fit(model: AAND | DSKD, datamodule: Folder, root: Path) -> Engine:
+    engine = Engine(
+        default_root_dir=root,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        max_epochs=model.trainer_arguments.get("max_epochs", 1),
+    )
+    engine.fit(model=model, datamodule=datamodule)
+    return engine
+
+
+def _dskd() -> DSKD:
+    return DSKD(**RESNET18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
+
+
+def test_grayscale_rgba_and_palette_images_train(tmp_path: Path) -> None:
+    """Mixed colour modes are converted to RGB by anomalib; training and testing work."""
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 255, (64, 64), np.uint8)
+    rgba = rng.integers(0, 255, (64, 64, 4), np.uint8)
+    _save(tmp_path / "data/train/good/palette.png", gray)
+    Image.open(tmp_path / "data/train/good/palette.png").convert("P").save(tmp_path / "data/train/good/palette.png")
+    datamodule = _folder(tmp_path / "data", [gray, rgba, gray])
+    model = _dskd()
+    engine = _fit(model, datamodule, tmp_path)
+    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    assert 0.0 <= metrics["image_AUROC"] <= 1.0
+
+
+def test_single_training_image_trains(tmp_path: Path) -> None:
+    datamodule = _folder(tmp_path / "data", [np.random.default_rng(2).integers(0, 255, (64, 64, 3), np.uint8)])
+    model = AAND(
+        **RESNET18,
+        amplification_epochs=1,
+        distillation_epochs=1,
+        pre_processor=AAND.configure_pre_processor(image_size=(64, 64)),
+    )
+    _fit(model, datamodule, tmp_path)
+    assert model.trainer.current_epoch == 2
+
+
+def test_sixteen_bit_image_stops_training_with_the_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    datamodule = _folder(tmp_path / "data", [rng.integers(0, 255, (64, 64, 3), np.uint8)] * 2)
+    _save(tmp_path / "data/train/good/deep.png", rng.integers(0, 65535, (64, 64), np.uint16))
+    with pytest.raises(ValueError, match=r"deep\.png is a I;16 image .* Convert the dataset to 8-bit"):
+        _fit(_dskd(), datamodule, tmp_path)
+
+
+@pytest.mark.parametrize("problem", ["empty", "corrupt", "missing", "mask_size"])
+def test_unreadable_files_are_named(problem: str, tmp_path: Path) -> None:
+    good = _save(tmp_path / "good.png", np.zeros((32, 32, 3), np.uint8))
+    bad = tmp_path / f"{problem}.png"
+    masks = None
+    if problem == "empty":
+        bad.write_bytes(b"")
+    elif problem == "corrupt":
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    elif problem == "mask_size":
+        _save(bad, np.zeros((32, 32, 3), np.uint8))
+        masks = ["", str(_save(tmp_path / "mask.png", np.zeros((16, 32), np.uint8)))]
+    expected = {
+        "empty": r"empty \(0 bytes\): .*empty\.png",
+        "corrupt": r"Cannot read .*corrupt\.png as an image",
+        "missing": r"not found: .*missing\.png",
+        "mask_size": r"Mask .*mask\.png is 32x16 but its image .*mask_size\.png is 32x32",
+    }[problem]
+    with pytest.raises(ValueError, match=expected):
+        check_image_files(Listing([good, bad], masks))
+
+
+def test_readable_listing_passes(tmp_path: Path) -> None:
+    images = [_save(tmp_path / f"{i}.png", np.zeros((8, 8, c), np.uint8).squeeze()) for i, c in enumerate((1, 3, 4))]
+    check_image_files(Listing(images))
+    check_image_files(None)  # no datamodule attached: nothing to check
