@@ -330,7 +330,9 @@ class AAND(GuardedExportMixin, AnomalibModule):
             raise RuntimeError(msg)
         synthetic = self.synthesizer(self._pixel_range(images, to_unit=True))
         output = self.model.amplification_forward(self._pixel_range(synthetic.images, to_unit=False), synthetic.masks)
-        foreground = [downsample_mask(synthetic.foreground, f.shape[-2:], self.mask_threshold) for f in output.features]
+        tiler = self.model.tiler
+        full = tiler.tile(synthetic.foreground) if tiler is not None else synthetic.foreground  # as the images
+        foreground = [downsample_mask(full, f.shape[-2:], self.mask_threshold) for f in output.features]
         amplification = self.amplification_loss(output.features, output.amplified, output.masks, foreground)
         loss = self.amplification_weight * amplification
         if self.use_gate:

@@ -25,12 +25,15 @@ Example:
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from torch import nn
+
+if TYPE_CHECKING:
+    from anomalib.data.utils.tiler import Tiler
 
 from anomalib_kd_ext.models.components import (
     CosineAnomalyMap,
@@ -102,6 +105,7 @@ class AANDModel(nn.Module):
         self.anomaly_map = CosineAnomalyMap(mode=anomaly_map_mode)
         self.mask_threshold = mask_threshold
         self.input_multiple = required_input_multiple(strides)
+        self.tiler: Tiler | None = None  # set by anomalib's TilerConfigurationCallback for high-resolution images
 
     def check_input_size(self, height: int, width: int) -> None:
         """Raise a clear error for sizes the bottleneck and decoder cannot reproduce."""
@@ -133,6 +137,8 @@ class AANDModel(nn.Module):
         if self.raa is None:
             msg = "Stage 1 needs the RAA modules, but this model was built with use_raa=False."
             raise RuntimeError(msg)
+        if self.tiler is not None:
+            images, anomaly_masks = self.tiler.tile(images), self.tiler.tile(anomaly_masks)
         features = self.teacher(images)
         masks = [downsample_mask(anomaly_masks, f.shape[-2:], self.mask_threshold) for f in features]
         amplified, gates = self.amplify(features, masks)
@@ -146,6 +152,9 @@ class AANDModel(nn.Module):
             RAA are frozen in stage 2) and the student's reconstruction. In eval mode, an
             ``InferenceBatch`` with ``anomaly_map`` (N, 1, H, W) and ``pred_score`` (N, 1).
         """
+        size = images.shape[-2:]
+        if self.tiler is not None:
+            images = self.tiler.tile(images)
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input_size(images.shape[-2], images.shape[-1])
         with torch.no_grad() if self.training else contextlib.nullcontext():
@@ -153,5 +162,8 @@ class AANDModel(nn.Module):
         reconstructed = self.student(amplified)
         if self.training:
             return amplified, reconstructed
-        anomaly_map = self.anomaly_map(amplified, reconstructed, images.shape[-2:])
+        if self.tiler is not None:  # stitch the tiles' features together, then one map at the full size
+            amplified = [self.tiler.untile(feature) for feature in amplified]
+            reconstructed = [self.tiler.untile(feature) for feature in reconstructed]
+        anomaly_map = self.anomaly_map(amplified, reconstructed, size)
         return InferenceBatch(pred_score=anomaly_score(anomaly_map), anomaly_map=anomaly_map)

@@ -23,12 +23,15 @@ Example:
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
 from anomalib.data import InferenceBatch
 from anomalib.models.components import TimmFeatureExtractor
 from torch import nn
+
+if TYPE_CHECKING:
+    from anomalib.data.utils.tiler import Tiler
 
 from anomalib_kd_ext.models.components import (
     CosineAnomalyMap,
@@ -122,6 +125,7 @@ class DSKDModel(nn.Module):
             self.embedding, self.decoder_student = reverse.bottleneck, reverse.decoder
         self.anomaly_map = CosineAnomalyMap(mode=anomaly_map_mode)
         self.input_multiple = required_input_multiple(strides)
+        self.tiler: Tiler | None = None  # set by anomalib's TilerConfigurationCallback for high-resolution images
 
     def check_input_size(self, height: int, width: int) -> None:
         """Raise a clear error for sizes the DF embedding and Sd cannot reproduce."""
@@ -146,7 +150,14 @@ class DSKDModel(nn.Module):
         return DSKDFeatures(teacher=teacher, encoder_student=encoder, decoder_student=decoder)
 
     def forward(self, images: torch.Tensor) -> DSKDFeatures | InferenceBatch:
-        """Training mode: the three pyramids. Eval mode: anomaly map (N, 1, H, W) and score (N, 1)."""
+        """Training mode: the three pyramids. Eval mode: anomaly map (N, 1, H, W) and score (N, 1).
+
+        With a ``tiler``, the networks run on its tiles (training: the tiles are the batch); in eval mode the
+        features are stitched back together before the anomaly map is computed at the full image size.
+        """
+        size = images.shape[-2:]
+        if self.tiler is not None:
+            images = self.tiler.tile(images)
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input_size(images.shape[-2], images.shape[-1])
         features = self.features(images)
@@ -154,5 +165,8 @@ class DSKDModel(nn.Module):
             return features
         students = [s for s in (features.encoder_student, features.decoder_student) if s is not None]
         teachers = [t for _ in students for t in features.teacher]
-        anomaly_map = self.anomaly_map(teachers, [f for s in students for f in s], images.shape[-2:])
+        students = [f for s in students for f in s]
+        if self.tiler is not None:
+            teachers, students = [self.tiler.untile(t) for t in teachers], [self.tiler.untile(s) for s in students]
+        anomaly_map = self.anomaly_map(teachers, students, size)
         return InferenceBatch(pred_score=anomaly_score(anomaly_map), anomaly_map=anomaly_map)
