@@ -43,7 +43,6 @@ import platform
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -193,22 +192,6 @@ def make_model(name: str, args: argparse.Namespace, work_dir: Path):
     return DSKD(**teacher, **switches, pre_processor=DSKD.configure_pre_processor(size))
 
 
-def inference_ms(torch_model, image_size: int, repeats: int = 20) -> float:
-    """Median torch-eager latency, batch 1, no grad, after 3 warm-up runs."""
-    import torch
-
-    torch_model = torch_model.eval()
-    image = torch.rand(1, 3, image_size, image_size)
-    times = []
-    with torch.no_grad():
-        for index in range(repeats + 3):
-            start = time.perf_counter()
-            torch_model(image)
-            if index >= 3:
-                times.append(time.perf_counter() - start)
-    return 1000 * sorted(times)[len(times) // 2]
-
-
 def run_cell(cell: dict, args: argparse.Namespace) -> dict:
     """Train and test one cell (in this process); return its row."""
     from anomalib.engine import Engine
@@ -216,7 +199,7 @@ def run_cell(cell: dict, args: argparse.Namespace) -> dict:
     from lightning.pytorch.loggers import CSVLogger
 
     sys.path.insert(0, str(HERE))
-    from common import EpochTimer
+    from common import EpochTimer, inference_ms
 
     dataset, category, root = parse_dataset(cell["dataset_spec"], args)
     work_dir = Path(args.work_dir) / f"{cell['model']}_{dataset}_{category}_seed{cell['seed']}"
@@ -249,7 +232,7 @@ def run_cell(cell: dict, args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         **{name: metrics.get(name) for name in METRICS},
         "train_seconds": round(sum(timer.seconds.values()), 1),
-        "inference_ms_per_image": round(inference_ms(model.model.cpu(), args.image_size), 1),
+        "inference_ms_per_image": round(inference_ms(model.model.cpu(), image_size=args.image_size), 1),
         "hardware": hardware(),
     }
     # ru_maxrss is in KiB on Linux (bytes on macOS).
