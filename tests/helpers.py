@@ -47,3 +47,26 @@ def make_mvtec_like(
         Image.fromarray(image).save(base / "test/defect" / f"{i:03d}.png")
         Image.fromarray(mask).save(base / "ground_truth/defect" / f"{i:03d}_mask.png")
     return Path(root)
+
+
+def fit_on_cpu(
+    model: object, datamodule: object, root: Path, default_epochs: int = 1, **engine_kwargs: object
+) -> object:
+    """Fit ``model`` with anomalib's Engine on one CPU, no logger, no progress bar; return the engine.
+
+    The number of epochs is the model's own (``trainer_arguments["max_epochs"]``, AAND's two stages) or
+    ``default_epochs``. ``engine_kwargs`` go to the Engine (callbacks, deterministic, ...).
+    """
+    from anomalib.engine import Engine
+
+    engine = Engine(
+        default_root_dir=root,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        max_epochs=model.trainer_arguments.get("max_epochs", default_epochs),
+        **engine_kwargs,
+    )
+    engine.fit(model=model, datamodule=datamodule)
+    return engine

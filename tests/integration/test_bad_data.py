@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from anomalib.data import Folder
-from anomalib.engine import Engine
+from helpers import fit_on_cpu
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
@@ -52,19 +52,6 @@ def _folder(root: Path, train: list[np.ndarray]) -> Folder:
     )
 
 
-def _fit(model: AAND | DSKD, datamodule: Folder, root: Path) -> Engine:
-    engine = Engine(
-        default_root_dir=root,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        max_epochs=model.trainer_arguments.get("max_epochs", 1),
-    )
-    engine.fit(model=model, datamodule=datamodule)
-    return engine
-
-
 def _dskd() -> DSKD:
     return DSKD(**RESNET18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
 
@@ -78,7 +65,7 @@ def test_grayscale_rgba_and_palette_images_train(tmp_path: Path) -> None:
     Image.open(tmp_path / "data/train/good/palette.png").convert("P").save(tmp_path / "data/train/good/palette.png")
     datamodule = _folder(tmp_path / "data", [gray, rgba, gray])
     model = _dskd()
-    engine = _fit(model, datamodule, tmp_path)
+    engine = fit_on_cpu(model, datamodule, tmp_path)
     metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
     assert 0.0 <= metrics["image_AUROC"] <= 1.0
 
@@ -91,7 +78,7 @@ def test_single_training_image_trains(tmp_path: Path) -> None:
         distillation_epochs=1,
         pre_processor=AAND.configure_pre_processor(image_size=(64, 64)),
     )
-    _fit(model, datamodule, tmp_path)
+    fit_on_cpu(model, datamodule, tmp_path)
     assert model.trainer.current_epoch == 2
 
 
@@ -100,7 +87,7 @@ def test_sixteen_bit_image_stops_training_with_the_file(tmp_path: Path) -> None:
     datamodule = _folder(tmp_path / "data", [rng.integers(0, 255, (64, 64, 3), np.uint8)] * 2)
     _save(tmp_path / "data/train/good/deep.png", rng.integers(0, 65535, (64, 64), np.uint16))
     with pytest.raises(ValueError, match=r"deep\.png is a I;16 image .* Convert the dataset to 8-bit"):
-        _fit(_dskd(), datamodule, tmp_path)
+        fit_on_cpu(_dskd(), datamodule, tmp_path)
 
 
 @pytest.mark.parametrize("problem", ["empty", "corrupt", "missing", "mask_size"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from anomalib.data import MVTecAD
-from anomalib.engine import Engine
+from helpers import fit_on_cpu
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image
 
@@ -60,16 +60,7 @@ def test_constant_images_train_and_predict_finite(name: str, tmp_path: Path) -> 
     datamodule = MVTecAD(root=root, category="flat", train_batch_size=3, eval_batch_size=2, num_workers=0)
     losses = RecordLosses()
     model = _model(name)
-    engine = Engine(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        callbacks=[losses],
-        max_epochs=model.trainer_arguments.get("max_epochs", 1),
-    )
-    engine.fit(model=model, datamodule=datamodule)
+    engine = fit_on_cpu(model, datamodule, tmp_path, callbacks=[losses])
     assert losses.values, "no training loss was logged"
     assert all(np.isfinite(value) for _, value in losses.values), [kv for kv in losses.values if not np.isfinite(kv[1])]
     metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib.data import MVTecAD
-from anomalib.engine import Engine
+from helpers import fit_on_cpu
 from lightning.pytorch import seed_everything
 
 from anomalib_kd_ext.models import AAND, DSKD
@@ -23,16 +23,7 @@ def _train(name: str, dataset: Path, work: Path, seed: int = 7) -> tuple[AAND | 
     stages = {"amplification_epochs": 1, "distillation_epochs": 1} if name == "AAND" else {}
     model = model_class(**RESNET18, **stages, pre_processor=pre_processor)
     datamodule = MVTecAD(root=dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0, seed=seed)
-    engine = Engine(
-        default_root_dir=work,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        max_epochs=model.trainer_arguments.get("max_epochs", 2),
-        deterministic=True,
-    )
-    engine.fit(model=model, datamodule=datamodule)
+    engine = fit_on_cpu(model, datamodule, work, default_epochs=2, deterministic=True)
     metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
     return model, metrics, engine.trainer.checkpoint_callback.best_model_path
 

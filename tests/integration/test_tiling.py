@@ -10,7 +10,7 @@ import torch
 from anomalib.callbacks import TilerConfigurationCallback
 from anomalib.data import MVTecAD
 from anomalib.data.utils.tiler import Tiler
-from anomalib.engine import Engine
+from helpers import fit_on_cpu
 
 from anomalib_kd_ext.models import AAND, DSKD
 
@@ -43,16 +43,8 @@ def test_train_and_test_with_tiles(name: str, tiny_dataset: Path, tmp_path: Path
     torch.manual_seed(0)
     model = _model(name, 128)
     datamodule = MVTecAD(root=tiny_dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
-    engine = Engine(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        callbacks=[TilerConfigurationCallback(enable=True, tile_size=64, stride=64)],
-        max_epochs=model.trainer_arguments.get("max_epochs", 1),
-    )
-    engine.fit(model=model, datamodule=datamodule)
+    tiling = TilerConfigurationCallback(enable=True, tile_size=64, stride=64)
+    engine = fit_on_cpu(model, datamodule, tmp_path, callbacks=[tiling])
     assert isinstance(model.model.tiler, Tiler)
     metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
     assert 0.0 <= metrics["pixel_AUROC"] <= 1.0
