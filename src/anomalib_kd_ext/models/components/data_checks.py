@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from PIL import Image, UnidentifiedImageError
+
 
 def _host_resolves(host: str) -> bool:
     try:
@@ -76,15 +78,13 @@ def check_image_files(datamodule: object) -> None:
     Raises:
         ValueError: With the path of the offending file and what to do about it.
     """
-    from PIL import Image, UnidentifiedImageError
-
     frames = [getattr(getattr(datamodule, name, None), "samples", None) for name in ("train_data", "test_data")]
     for samples in (frame for frame in frames if frame is not None and len(frame)):
         masks = samples["mask_path"] if "mask_path" in samples else [""] * len(samples)
         for image_path, mask_path in zip(samples["image_path"], masks, strict=True):
-            image_size = _image_size(Path(image_path), Image, UnidentifiedImageError)
+            image_size = _image_size(Path(image_path))
             if isinstance(mask_path, str) and mask_path:
-                mask_size = _image_size(Path(mask_path), Image, UnidentifiedImageError)
+                mask_size = _image_size(Path(mask_path))
                 if mask_size != image_size:
                     msg = (
                         f"Mask {mask_path} is {mask_size[0]}x{mask_size[1]} but its image {image_path} is "
@@ -93,7 +93,7 @@ def check_image_files(datamodule: object) -> None:
                     raise ValueError(msg)
 
 
-def _image_size(path: Path, image_module: object, unidentified: type[Exception]) -> tuple[int, int]:
+def _image_size(path: Path) -> tuple[int, int]:
     if not path.is_file():
         msg = f"Image file not found: {path}. Remove it from the dataset listing or restore the file."
         raise ValueError(msg)
@@ -101,9 +101,9 @@ def _image_size(path: Path, image_module: object, unidentified: type[Exception])
         msg = f"Image file is empty (0 bytes): {path}. Remove it or replace it with the real image."
         raise ValueError(msg)
     try:
-        with image_module.open(path) as image:
+        with Image.open(path) as image:
             mode, size = image.mode, image.size
-    except (unidentified, OSError) as exc:
+    except (UnidentifiedImageError, OSError) as exc:
         msg = f"Cannot read {path} as an image ({exc}). Remove it or re-export it as PNG/JPEG."
         raise ValueError(msg) from exc
     if mode in HIGH_BIT_DEPTH_MODES:
