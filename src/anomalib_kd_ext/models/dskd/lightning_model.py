@@ -44,7 +44,7 @@ from anomalib_kd_ext.models.components import (
 )
 
 from .loss import DualStudentLoss
-from .torch_model import DF_SOURCES, DFSource, DSKDModel
+from .torch_model import DFSource, DSKDModel
 
 
 class DSKD(GuardedExportMixin, AnomalibModule):
@@ -98,7 +98,6 @@ class DSKD(GuardedExportMixin, AnomalibModule):
         # Every argument is checked before any network is built.
         check_range("learning_rate", learning_rate, low=0, low_open=True)
         check_choice("anomaly_map_mode", anomaly_map_mode, ("add", "multiply"))
-        check_choice("df_source", df_source, DF_SOURCES)
         for weight in student_weights:
             check_range("each of student_weights", weight, low=0)
         super().__init__(
