@@ -48,6 +48,7 @@ from torchvision.transforms.v2 import Normalize
 
 from anomalib_kd_ext.models.components import (
     GuardedExportMixin,
+    ResumableRandomStateMixin,
     adam_betas,
     check_choice,
     check_fractions,
@@ -90,7 +91,7 @@ def step_milestones(epochs: int, fractions: Sequence[float]) -> list[int]:
     return sorted(int(epochs * fraction) for fraction in fractions)
 
 
-class AAND(GuardedExportMixin, AnomalibModule):
+class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
     """AAND Lightning module: two-stage training in one run.
 
     Args:

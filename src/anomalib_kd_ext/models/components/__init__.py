@@ -8,6 +8,7 @@ from .data_checks import check_dataset_available, check_image_files, check_train
 from .evaluator import kd_evaluator
 from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, removed_on_failure
 from .optim import adam_betas
+from .resume import ResumableRandomStateMixin, capture_random_state, restore_random_state
 from .reverse_student import (
     GeneratedBottleneck,
     GeneratedDecoder,
@@ -33,6 +34,7 @@ __all__ = [
     "GeneratedBottleneck",
     "GeneratedDecoder",
     "GuardedExportMixin",
+    "ResumableRandomStateMixin",
     "ReverseStudent",
     "Teacher",
     "adam_betas",
@@ -40,6 +42,7 @@ __all__ = [
     "anomaly_score",
     "architecture_name",
     "build_reverse_student",
+    "capture_random_state",
     "check_choice",
     "check_dataset_available",
     "check_exportable",
@@ -56,4 +59,5 @@ __all__ = [
     "removed_on_failure",
     "required_input_multiple",
     "resolve_weights_path",
+    "restore_random_state",
 ]

@@ -35,6 +35,7 @@ from torch import optim
 
 from anomalib_kd_ext.models.components import (
     GuardedExportMixin,
+    ResumableRandomStateMixin,
     adam_betas,
     check_choice,
     check_image_files,
@@ -47,7 +48,7 @@ from .loss import DualStudentLoss
 from .torch_model import DFSource, DSKDModel
 
 
-class DSKD(GuardedExportMixin, AnomalibModule):
+class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
     """DSKD Lightning module.
 
     Args:

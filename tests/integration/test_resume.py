@@ -1,0 +1,133 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""A run interrupted mid-training resumes from anomalib's checkpoint and ends where an uninterrupted run ends."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+
+from anomalib_kd_ext.models import AAND, DSKD
+from anomalib_kd_ext.models.components.resume import capture_random_state, restore_random_state
+
+RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
+SEED = 11
+
+
+class Crash(RuntimeError):
+    """Stands in for a killed job."""
+
+
+class CrashAtEpoch(Callback):
+    """Raise at the start of ``epoch``, after the checkpoint of the previous epoch was written."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del pl_module
+        if trainer.current_epoch == self.epoch:
+            msg = f"simulated crash at the start of epoch {self.epoch}"
+            raise Crash(msg)
+
+
+class EpochLog(Callback):
+    """Per epoch with training batches: its number, AAND's stage and the learning rate of every optimiser."""
+
+    def __init__(self) -> None:
+        self.epochs: list[tuple] = []
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
+        del args
+        lrs = tuple(optimizer.param_groups[0]["lr"] for optimizer in trainer.optimizers)
+        entry = (trainer.current_epoch, getattr(pl_module, "stage", None), lrs)
+        if entry not in self.epochs:
+            self.epochs.append(entry)
+
+
+def _model(name: str) -> AAND | DSKD:
+    # Stage lengths of 2 with the default milestones (0.8, 0.9) decay both stages' learning rate after their
+    # first epoch, so a schedule restored one step off shows in the weights.
+    if name == "AAND":
+        return AAND(
+            **RESNET18,
+            amplification_epochs=2,
+            distillation_epochs=2,
+            pre_processor=AAND.configure_pre_processor(image_size=(64, 64)),
+        )
+    return DSKD(**RESNET18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
+
+
+def _datamodule(dataset: Path) -> MVTecAD:
+    return MVTecAD(root=dataset, category="tiny", train_batch_size=3, eval_batch_size=4, num_workers=0, seed=SEED)
+
+
+def _fit(name: str, dataset: Path, work: Path, callbacks: list[Callback], ckpt_path: Path | None = None) -> AAND | DSKD:
+    seed_everything(SEED, workers=True)
+    model = _model(name)
+    from anomalib.engine import Engine
+
+    epochs = model.trainer_arguments.get("max_epochs", 3)
+    engine = Engine(
+        default_root_dir=work,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        max_epochs=epochs,
+        deterministic=True,
+        callbacks=callbacks,
+    )
+    engine.fit(model=model, datamodule=_datamodule(dataset), ckpt_path=ckpt_path)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("name", "crash_epoch", "stage"),
+    [("AAND", 1, "amplification"), ("AAND", 3, "distillation"), ("DSKD", 2, None)],
+    ids=["aand-stage1", "aand-stage2", "dskd"],
+)
+def test_resume_after_interruption(name: str, crash_epoch: int, stage: str | None, tiny_dataset: Path, tmp_path):
+    full_log = EpochLog()
+    uninterrupted = _fit(name, tiny_dataset, tmp_path / "full", [full_log])
+
+    with pytest.raises(Crash):
+        _fit(name, tiny_dataset, tmp_path / "run", [CrashAtEpoch(crash_epoch)])
+    # anomalib's default checkpoint, rewritten at every epoch end: <root>/<model>/<dataset>/<category>/v0/weights/...
+    (checkpoint,) = (tmp_path / "run").glob("**/weights/lightning/model.ckpt")
+    state = torch.load(checkpoint, weights_only=True)  # anomalib 2.7 loads checkpoints this way
+    assert state["epoch"] == crash_epoch - 1
+    if name == "AAND":
+        assert state["aand_stage"] == ("amplification" if crash_epoch - 1 < 2 else "distillation")
+
+    resumed_log = EpochLog()
+    # A new process would seed again before building the model: do the same, then resume.
+    resumed = _fit(name, tiny_dataset, tmp_path / "run", [resumed_log], ckpt_path=checkpoint)
+
+    # The resumed run trains exactly the missing epochs, in the right stage, with the right learning rates ...
+    assert resumed_log.epochs == full_log.epochs[crash_epoch:]
+    if stage is not None:
+        assert resumed_log.epochs[0][1] == stage
+    # ... and ends with the uninterrupted run's weights.
+    expected, actual = uninterrupted.state_dict(), resumed.state_dict()
+    assert list(actual) == list(expected)
+    differ = [key for key in expected if not torch.allclose(actual[key].float(), expected[key].float(), 1e-5, 1e-6)]
+    assert differ == [], f"{name}: {len(differ)} of {len(expected)} tensors differ, e.g. {differ[:5]}"
+
+
+def test_random_state_round_trip_is_weights_only_safe(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    seed_everything(5)
+    path = tmp_path / "state.pt"
+    torch.save(capture_random_state(), path)
+    expected = (random.random(), float(np.random.rand()), torch.rand(2))
+    restore_random_state(torch.load(path, weights_only=True))
+    actual = (random.random(), float(np.random.rand()), torch.rand(2))
+    assert actual[:2] == expected[:2]
+    assert torch.equal(actual[2], expected[2])
