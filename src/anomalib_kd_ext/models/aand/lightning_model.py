@@ -55,6 +55,7 @@ from anomalib_kd_ext.models.components import (
     check_image_files,
     check_range,
     check_trainer_dataset,
+    find_unused_parameters_in_ddp,
     kd_evaluator,
 )
 
@@ -263,6 +264,12 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
             optimizers.append(optimizer)
             schedulers.append(optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=self.lr_decay))
         return optimizers, schedulers
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, let the strategy skip the parameters of the stage not being trained."""
+        super().setup(stage)
+        if self.model.raa is not None:
+            find_unused_parameters_in_ddp(self._trainer, "AAND")
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         """anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""

@@ -5,6 +5,7 @@
 
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
 from .data_checks import check_dataset_available, check_image_files, check_trainer_dataset
+from .distributed import find_unused_parameters_in_ddp
 from .evaluator import kd_evaluator
 from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, removed_on_failure
 from .optim import adam_betas
@@ -52,6 +53,7 @@ __all__ = [
     "check_range",
     "check_trainer_dataset",
     "cosine_distance",
+    "find_unused_parameters_in_ddp",
     "kd_evaluator",
     "match_state_dict",
     "prune_unused_blocks",
