@@ -116,3 +116,19 @@ def test_readable_listing_passes(tmp_path: Path) -> None:
     images = [_save(tmp_path / f"{i}.png", np.zeros((8, 8, c), np.uint8).squeeze()) for i, c in enumerate((1, 3, 4))]
     check_image_files(Listing(images))
     check_image_files(None)  # no datamodule attached: nothing to check
+
+
+@pytest.mark.parametrize("model_class", [AAND, DSKD])
+def test_test_set_without_anomalies_is_refused(model_class: type, tmp_path: Path) -> None:
+    # An MVTec category with an empty test folder: anomalib moves training images into the test set and would
+    # report AUROC 0.0. Training still works (a model for predict); testing stops with the fix.
+    from anomalib.data import MVTecAD
+    from helpers import make_mvtec_like
+
+    root = make_mvtec_like(tmp_path / "data", n_good=0, n_defect=0)
+    datamodule = MVTecAD(root=root, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
+    stages = {"amplification_epochs": 1, "distillation_epochs": 1} if model_class is AAND else {}
+    model = model_class(**RESNET18, **stages, pre_processor=model_class.configure_pre_processor(image_size=(64, 64)))
+    engine = fit_on_cpu(model, datamodule, tmp_path / "run")
+    with pytest.raises(ValueError, match="none of them is anomalous"):
+        engine.test(model=model, datamodule=datamodule)

@@ -54,6 +54,7 @@ from anomalib_kd_ext.models.components import (
     check_fractions,
     check_image_files,
     check_range,
+    check_test_set,
     check_trainer_dataset,
     find_unused_parameters_in_ddp,
     kd_evaluator,
@@ -363,6 +364,11 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         schedulers = self.lr_schedulers()
         scheduler = schedulers[self._stage_index()] if isinstance(schedulers, list) else schedulers
         scheduler.step()
+
+    def on_test_start(self) -> None:
+        """Refuse a test set without anomalous images (its AUROC and F1 would be reported as 0.0)."""
+        super().on_test_start()
+        check_test_set(self._trainer)
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Predict anomaly maps and scores of a validation batch."""

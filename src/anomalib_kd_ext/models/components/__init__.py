@@ -4,7 +4,7 @@
 """Knowledge-distillation building blocks shared by AAND and DSKD."""
 
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
-from .data_checks import check_dataset_available, check_image_files, check_trainer_dataset
+from .data_checks import check_dataset_available, check_image_files, check_test_set, check_trainer_dataset
 from .distributed import find_unused_parameters_in_ddp
 from .evaluator import kd_evaluator
 from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, removed_on_failure
@@ -51,6 +51,7 @@ __all__ = [
     "check_image_files",
     "check_input_size",
     "check_range",
+    "check_test_set",
     "check_trainer_dataset",
     "cosine_distance",
     "find_unused_parameters_in_ddp",

@@ -15,6 +15,7 @@ Example:
     FileNotFoundError: MVTecAD data not found at '/no/such/root/bottle' ...
 """
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -114,3 +115,35 @@ def _image_size(path: Path) -> tuple[int, int]:
         )
         raise ValueError(msg)
     return size
+
+
+def check_test_set(trainer: object | None) -> None:
+    """Refuse to test on a set whose metrics would be meaningless numbers.
+
+    An MVTec-layout category with an empty ``test`` folder does not stop anomalib: it moves some training images
+    into the test set and reports image and pixel AUROC / F1 of 0.0, since no image is anomalous. This raises
+    instead, before any image is scored.
+
+    Raises:
+        ValueError: If the test set has no images, or no anomalous image (``label_index`` 1).
+    """
+    loaders = getattr(trainer, "test_dataloaders", None) if trainer is not None else None
+    if loaders is None:
+        return
+    for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
+        dataset = getattr(loader, "dataset", None)
+        samples = getattr(dataset, "samples", None)
+        if samples is None or "label_index" not in samples:
+            continue  # not an anomalib dataset: nothing to check
+        if len(samples) == 0:
+            msg = "The test set is empty: add normal and anomalous test images (MVTec layout: test/good, "
+            msg += "test/<defect type>) before testing."
+            raise ValueError(msg)
+        where = f"under {os.path.commonpath([str(path) for path in samples['image_path']])}"
+        if not (samples["label_index"] == 1).any():
+            msg = (
+                f"The test set {where} has {len(samples)} images and none of them is anomalous, so image and pixel "
+                "AUROC / F1 are undefined (anomalib would report 0.0). Add anomalous images (MVTec layout: "
+                "test/<defect type>/, with masks in ground_truth/<defect type>/), or use predict instead of test."
+            )
+            raise ValueError(msg)

@@ -40,6 +40,7 @@ from anomalib_kd_ext.models.components import (
     check_choice,
     check_image_files,
     check_range,
+    check_test_set,
     check_trainer_dataset,
     kd_evaluator,
 )
@@ -146,6 +147,11 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         self.log("train_encoder_loss", losses["encoder_loss"].item(), on_epoch=True, on_step=False, logger=True)
         self.log("train_decoder_loss", losses["decoder_loss"].item(), on_epoch=True, on_step=False, logger=True)
         return {"loss": losses["loss"]}
+
+    def on_test_start(self) -> None:
+        """Refuse a test set without anomalous images (its AUROC and F1 would be reported as 0.0)."""
+        super().on_test_start()
+        check_test_set(self._trainer)
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Predict anomaly maps and scores of a validation batch."""
