@@ -128,6 +128,40 @@ def test_test_from_checkpoint(trained: dict) -> None:
     assert "image_AUROC" in output
 
 
+# One more epoch than the trained run: AAND's distillation stage, or DSKD's trainer.
+MORE_EPOCHS = {
+    "AAND": ["--model.amplification_epochs", "1", "--model.distillation_epochs", "2"],
+    "DSKD": ["--trainer.max_epochs", "3"],
+}
+
+
+def test_fit_resumes_from_checkpoint(trained: dict) -> None:
+    """`anomalib fit --ckpt_path` continues a run: optimiser states, stage and epoch come from the checkpoint."""
+    work = trained["work"] / "resume"
+    output = run_anomalib(
+        "fit",
+        *trained["model_args"],
+        *MORE_EPOCHS[trained["name"]],
+        *trained["data_args"],
+        "--ckpt_path",
+        str(trained["ckpt"]),
+        "--default_root_dir",
+        str(work),
+        "--seed_everything",
+        "42",
+        cwd=trained["work"],
+    )
+    assert "Restoring states from the checkpoint path" in output
+    assert "max_epochs=3" in output
+    (checkpoint_path,) = work.rglob("model.ckpt")
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    assert checkpoint["epoch"] == 2
+    assert checkpoint["global_step"] > torch.load(trained["ckpt"], weights_only=True)["global_step"]
+    if trained["name"] == "AAND":
+        assert checkpoint["aand_stage"] == "distillation"
+        assert len(checkpoint["optimizer_states"]) == 2
+
+
 @pytest.fixture(scope="module")
 def exported(trained: dict) -> Path:
     """Export the trained model with `anomalib export --export_type openvino`; return model.xml."""

@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""anomalib's in-model tiling (``TilerConfigurationCallback`` → ``model.model.tiler``) with both models."""
+"""anomalib's in-model tiling (``TilerConfigurationCallback`` → ``model.model.tiler``) with both models, and its export."""
 
 from pathlib import Path
 
@@ -52,3 +52,27 @@ def test_train_and_test_with_tiles(name: str, tiny_dataset: Path, tmp_path: Path
         output = model.eval()(torch.rand(1, 3, 128, 128))
     assert output.anomaly_map.shape[-2:] == (128, 128)
     assert torch.isfinite(output.anomaly_map).all()
+
+
+@pytest.mark.slow  # several minutes per model on 2 CPU cores (export of the unrolled tiles); run with -m slow
+@pytest.mark.parametrize("name", ["DSKD", "AAND"])
+def test_tiled_model_exports_to_openvino(name: str, tiny_dataset: Path, tmp_path: Path) -> None:
+    """Tiling is part of the exported graph: OpenVINO gives the tiled torch model's maps and scores."""
+    import openvino as ov
+    from anomalib.deploy import ExportType
+
+    torch.manual_seed(0)
+    model = _model(name, 128)
+    datamodule = MVTecAD(root=tiny_dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
+    tiling = TilerConfigurationCallback(enable=True, tile_size=64, stride=64)
+    engine = fit_on_cpu(model, datamodule, tmp_path, callbacks=[tiling])
+    path = engine.export(model.eval(), ExportType.OPENVINO, export_root=tmp_path / "export", input_size=(128, 128))
+    compiled = ov.Core().compile_model(str(path), "CPU")
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(images)
+    result = compiled(images.numpy())
+    actual = {output.get_any_name(): torch.from_numpy(result[output]) for output in compiled.outputs}
+    assert actual["anomaly_map"].shape[-2:] == (128, 128)
+    torch.testing.assert_close(actual["anomaly_map"], expected.anomaly_map, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(actual["pred_score"], expected.pred_score, rtol=1e-4, atol=1e-4)
