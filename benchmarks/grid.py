@@ -300,10 +300,47 @@ def summarise(rows: list[dict], out: Path) -> str:
         extra = [mean_std([row[key] for row in group], 0) for key in ("train_seconds", "peak_memory_MB")]
         speed = mean_std([row["inference_ms_per_image"] for row in group], 1)
         lines.append(f"| {dataset} | {model} | {len(group)} | " + " | ".join([*cells, *extra, speed]) + " |")
+    lines += ["", *target_lines(rows)]
     markdown = "\n".join(lines) + "\n"
     (out / "grid.md").write_text(markdown)
     plot(groups, out / "grid.png")
     return markdown
+
+
+# The comparisons of the benchmark's targets: (model, the model it should beat).
+TARGETS = [
+    ("AAND", "AAND_raa_off"),
+    ("AAND", "RD"),
+    ("DSKD", "DSKD_se_only"),
+    ("DSKD", "DSKD_sd_only"),
+    ("DSKD", "Stfpm"),
+]
+
+
+def target_lines(rows: list[dict]) -> list[str]:
+    """Markdown table: each target pair's mean image and pixel AUROC over the (dataset, category, seed) cells both have.
+
+    Only matched cells count, so a pair whose runs cover different seeds or datasets is compared on what they share.
+    """
+    by_cell = {(row["model"], row["dataset"], row["category"], row["seed"]): row for row in rows}
+    lines = [
+        "Targets (mean over the cells both models have; pixel AUROC over datasets with masks):",
+        "",
+        "| model | vs | cells | image_AUROC | vs image_AUROC | pixel_AUROC | vs pixel_AUROC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, other in TARGETS:
+        cells = [key[1:] for key in by_cell if key[0] == model and (other, *key[1:]) in by_cell]
+        if not cells:
+            continue
+        values = []
+        for metric in ("image_AUROC", "pixel_AUROC"):
+            pairs = [(by_cell[(model, *c)][metric], by_cell[(other, *c)][metric]) for c in cells]
+            pairs = [pair for pair in pairs if None not in pair]
+            means = [sum(pair[i] for pair in pairs) / len(pairs) for i in (0, 1)] if pairs else []
+            values += [f"{mean:.3f}" for mean in means] if pairs else ["–", "–"]
+        lines.append(f"| {model} | {other} | {len(cells)} | " + " | ".join(values) + " |")
+    return lines
 
 
 def plot(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
