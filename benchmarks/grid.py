@@ -282,11 +282,14 @@ def mean_std(values: list[float], digits: int = 3) -> str:
 def summarise(rows: list[dict], out: Path) -> str:
     """Write ``grid.md`` (mean ± std over seeds per model and dataset) and ``grid.png``; return the Markdown."""
     groups: dict[tuple[str, str], list[dict]] = {}
+    several_budgets = len({row["epochs"] for row in rows}) > 1  # e.g. a learning-curve run: one group per budget
     for row in rows:
-        groups.setdefault((row["dataset"] + "/" + row["category"], row["model"]), []).append(row)
+        model = f"{row['model']} ({row['epochs']} epochs)" if several_budgets else row["model"]
+        groups.setdefault((row["dataset"] + "/" + row["category"], model), []).append(row)
     first = rows[0]
     header = (
-        f"Teacher {first['teacher']}, {first['image_size']} px, batch {first['batch_size']}, {first['epochs']} epochs "
+        f"Teacher {first['teacher']}, {first['image_size']} px, batch {first['batch_size']}, "
+        f"{'per-row' if several_budgets else first['epochs']} epochs "
         f"(AAND: per stage), hardware {first['hardware']}. Mean ± std over seeds {sorted({row['seed'] for row in rows})}."
     )
     lines = [
@@ -300,7 +303,8 @@ def summarise(rows: list[dict], out: Path) -> str:
         extra = [mean_std([row[key] for row in group], 0) for key in ("train_seconds", "peak_memory_MB")]
         speed = mean_std([row["inference_ms_per_image"] for row in group], 1)
         lines.append(f"| {dataset} | {model} | {len(group)} | " + " | ".join([*cells, *extra, speed]) + " |")
-    lines += ["", *target_lines(rows)]
+    if targets := target_lines(rows):
+        lines += ["", *targets]
     markdown = "\n".join(lines) + "\n"
     (out / "grid.md").write_text(markdown)
     plot(groups, out / "grid.png")
@@ -318,11 +322,11 @@ TARGETS = [
 
 
 def target_lines(rows: list[dict]) -> list[str]:
-    """Markdown table: each target pair's mean image and pixel AUROC over the (dataset, category, seed) cells both have.
+    """Markdown table: each target pair's mean image and pixel AUROC over the (dataset, seed, epochs) cells both have.
 
     Only matched cells count, so a pair whose runs cover different seeds or datasets is compared on what they share.
     """
-    by_cell = {(row["model"], row["dataset"], row["category"], row["seed"]): row for row in rows}
+    by_cell = {(row["model"], row["dataset"], row["category"], row["seed"], row["epochs"]): row for row in rows}
     lines = [
         "Targets (mean over the cells both models have; pixel AUROC over datasets with masks):",
         "",
@@ -340,7 +344,7 @@ def target_lines(rows: list[dict]) -> list[str]:
             means = [sum(pair[i] for pair in pairs) / len(pairs) for i in (0, 1)] if pairs else []
             values += [f"{mean:.3f}" for mean in means] if pairs else ["–", "–"]
         lines.append(f"| {model} | {other} | {len(cells)} | " + " | ".join(values) + " |")
-    return lines
+    return lines if len(lines) > 4 else []
 
 
 def plot(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
