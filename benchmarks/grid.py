@@ -369,7 +369,17 @@ def plot(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
             positions = [index + offset for index in range(len(models))]
             axis.bar(positions, means, width=0.4, yerr=stds, label=metric, capsize=2)
         axis.set_xticks(range(len(models)), models, rotation=30, ha="right")
-        axis.set_ylim(0.5, 1.0)
+        lowest = min(
+            (
+                row[m]
+                for g in groups.values()
+                for row in g
+                for m in ("image_AUROC", "pixel_AUROC")
+                if row[m] is not None
+            ),
+            default=1,
+        )
+        axis.set_ylim(0.5 if lowest >= 0.5 else 0.0, 1.0)
         axis.set_title(dataset)
         axis.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("AUROC")
