@@ -50,12 +50,18 @@ def make_mvtec_like(
 
 
 def fit_on_cpu(
-    model: object, datamodule: object, root: Path, default_epochs: int = 1, **engine_kwargs: object
+    model: object,
+    datamodule: object,
+    root: Path,
+    default_epochs: int = 1,
+    ckpt_path: Path | None = None,
+    **engine_kwargs: object,
 ) -> object:
     """Fit ``model`` with anomalib's Engine on one CPU, no logger, no progress bar; return the engine.
 
     The number of epochs is the model's own (``trainer_arguments["max_epochs"]``, AAND's two stages) or
-    ``default_epochs``. ``engine_kwargs`` go to the Engine (callbacks, deterministic, ...).
+    ``default_epochs``. ``ckpt_path`` resumes from a checkpoint. ``engine_kwargs`` go to the Engine (callbacks,
+    deterministic, ...).
     """
     from anomalib.engine import Engine
 
@@ -68,5 +74,5 @@ def fit_on_cpu(
         max_epochs=model.trainer_arguments.get("max_epochs", default_epochs),
         **engine_kwargs,
     )
-    engine.fit(model=model, datamodule=datamodule)
+    engine.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     return engine

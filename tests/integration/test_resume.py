@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib.data import MVTecAD
+from helpers import fit_on_cpu
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from anomalib_kd_ext.models import AAND, DSKD
@@ -68,20 +69,8 @@ def _datamodule(dataset: Path) -> MVTecAD:
 def _fit(name: str, dataset: Path, work: Path, callbacks: list[Callback], ckpt_path: Path | None = None) -> AAND | DSKD:
     seed_everything(SEED, workers=True)
     model = _model(name)
-    from anomalib.engine import Engine
-
-    epochs = model.trainer_arguments.get("max_epochs", 3)
-    engine = Engine(
-        default_root_dir=work,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        max_epochs=epochs,
-        deterministic=True,
-        callbacks=callbacks,
-    )
-    engine.fit(model=model, datamodule=_datamodule(dataset), ckpt_path=ckpt_path)
+    datamodule = _datamodule(dataset)
+    fit_on_cpu(model, datamodule, work, default_epochs=3, ckpt_path=ckpt_path, deterministic=True, callbacks=callbacks)
     return model
 
 

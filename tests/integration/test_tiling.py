@@ -23,6 +23,16 @@ def _model(name: str, size: int) -> AAND | DSKD:
     return model_class(**RESNET18, **stages, pre_processor=model_class.configure_pre_processor(image_size=(size, size)))
 
 
+def _fit_tiled(name: str, dataset: Path, root: Path) -> tuple[AAND | DSKD, MVTecAD, object]:
+    """Train on 128 px inputs cut into four 64 px tiles by anomalib's tiler callback; model, datamodule, engine."""
+    torch.manual_seed(0)
+    model = _model(name, 128)
+    datamodule = MVTecAD(root=dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
+    tiling = TilerConfigurationCallback(enable=True, tile_size=64, stride=64)
+    engine = fit_on_cpu(model, datamodule, root, callbacks=[tiling])
+    return model, datamodule, engine
+
+
 @pytest.mark.parametrize("name", ["AAND", "DSKD"])
 def test_single_tile_equals_no_tiling(name: str) -> None:
     """A tile as large as the image changes nothing: the tiling path is exact."""
@@ -40,11 +50,7 @@ def test_single_tile_equals_no_tiling(name: str) -> None:
 @pytest.mark.parametrize("name", ["AAND", "DSKD"])
 def test_train_and_test_with_tiles(name: str, tiny_dataset: Path, tmp_path: Path) -> None:
     """128 px inputs cut into four 64 px tiles: both stages train on tiles, maps come back at 128 px."""
-    torch.manual_seed(0)
-    model = _model(name, 128)
-    datamodule = MVTecAD(root=tiny_dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
-    tiling = TilerConfigurationCallback(enable=True, tile_size=64, stride=64)
-    engine = fit_on_cpu(model, datamodule, tmp_path, callbacks=[tiling])
+    model, datamodule, engine = _fit_tiled(name, tiny_dataset, tmp_path)
     assert isinstance(model.model.tiler, Tiler)
     metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
     assert 0.0 <= metrics["pixel_AUROC"] <= 1.0
@@ -61,11 +67,7 @@ def test_tiled_model_exports_to_openvino(name: str, tiny_dataset: Path, tmp_path
     import openvino as ov
     from anomalib.deploy import ExportType
 
-    torch.manual_seed(0)
-    model = _model(name, 128)
-    datamodule = MVTecAD(root=tiny_dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
-    tiling = TilerConfigurationCallback(enable=True, tile_size=64, stride=64)
-    engine = fit_on_cpu(model, datamodule, tmp_path, callbacks=[tiling])
+    model, _, engine = _fit_tiled(name, tiny_dataset, tmp_path)
     path = engine.export(model.eval(), ExportType.OPENVINO, export_root=tmp_path / "export", input_size=(128, 128))
     compiled = ov.Core().compile_model(str(path), "CPU")
     images = torch.rand(2, 3, 128, 128)
