@@ -356,6 +356,18 @@ def plot(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
 
     datasets = sorted({dataset for dataset, _ in groups})
     figure, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    # One y range for every panel: from chance level, or from 0 when any bar falls below chance.
+    lowest = min(
+        (
+            row[m]
+            for group in groups.values()
+            for row in group
+            for m in ("image_AUROC", "pixel_AUROC")
+            if row[m] is not None
+        ),
+        default=1,
+    )
+    bottom = 0.5 if lowest >= 0.5 else 0.0
     for axis, dataset in zip(axes[0], datasets, strict=True):
         models = sorted(model for name, model in groups if name == dataset)
         for offset, metric in ((-0.2, "image_AUROC"), (0.2, "pixel_AUROC")):
@@ -369,17 +381,7 @@ def plot(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
             positions = [index + offset for index in range(len(models))]
             axis.bar(positions, means, width=0.4, yerr=stds, label=metric, capsize=2)
         axis.set_xticks(range(len(models)), models, rotation=30, ha="right")
-        lowest = min(
-            (
-                row[m]
-                for g in groups.values()
-                for row in g
-                for m in ("image_AUROC", "pixel_AUROC")
-                if row[m] is not None
-            ),
-            default=1,
-        )
-        axis.set_ylim(0.5 if lowest >= 0.5 else 0.0, 1.0)
+        axis.set_ylim(bottom, 1.0)
         axis.set_title(dataset)
         axis.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("AUROC")
