@@ -139,8 +139,8 @@ def check_test_set(trainer: object | None) -> None:
             msg = "The test set is empty: add normal and anomalous test images (MVTec layout: test/good, "
             msg += "test/<defect type>) before testing."
             raise ValueError(msg)
-        where = f"under {os.path.commonpath([str(path) for path in samples['image_path']])}"
         if not (samples["label_index"] == 1).any():
+            where = f"under {os.path.commonpath([str(path) for path in samples['image_path']])}"
             msg = (
                 f"The test set {where} has {len(samples)} images and none of them is anomalous, so image and pixel "
                 "AUROC / F1 are undefined (anomalib would report 0.0). Add anomalous images (MVTec layout: "
