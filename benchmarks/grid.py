@@ -7,7 +7,8 @@ Every cell uses the same teacher, image size, batch size, seed and epoch budget,
 peak memory column is that cell's, and one crashing cell does not end the grid). A finished cell is a row of
 ``<out>/grid.csv``; a rerun with the same ``--out`` skips the cells already there (resume after an interruption; an
 interrupted cell starts again from scratch). After each cell the Markdown table (mean ± std over seeds) and the PNG
-chart are rewritten from the CSV.
+chart are rewritten from the CSV. Each cell's learning curves (the per-epoch losses the model logs, and AAND's
+stage-1 gate precision and recall) are copied to ``<out>/curves/<cell>.csv``.
 
 Models (``--models``; teacher ``tf_efficientnet_lite0`` with real ImageNet weights from the ``lite0`` extra):
 
@@ -41,6 +42,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -220,6 +222,9 @@ def run_cell(cell: dict, args: argparse.Namespace) -> dict:
     )
     engine.fit(model=model, datamodule=datamodule)
     metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    curves = Path(args.out) / "curves"
+    curves.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(engine.trainer.logger.log_dir) / "metrics.csv", curves / f"{cell_name(cell)}.csv")
     teacher = "paper" if args.teacher == "paper" else "tf_efficientnet_lite0 (ImageNet, lite0 extra)"
     row = {
         "model": cell["model"],
@@ -448,13 +453,18 @@ def run_grid(args: argparse.Namespace) -> None:
         sys.exit(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
 
 
+def cell_name(cell: dict) -> str:
+    """File name stem of a cell's log, result and curves."""
+    return (
+        f"{cell['model']}_{cell['dataset_spec'].replace(':', '_').replace('=', '_').replace('/', '_')}_{cell['seed']}"
+    )
+
+
 def run_child(cell: dict, args: argparse.Namespace, out: Path) -> dict | None:
     """Run one cell in a child process (its log under ``out/logs``); its row, or ``None`` when it failed."""
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    name = (
-        f"{cell['model']}_{cell['dataset_spec'].replace(':', '_').replace('=', '_').replace('/', '_')}_{cell['seed']}"
-    )
+    name = cell_name(cell)
     result = logs / f"{name}.json"
     result.unlink(missing_ok=True)
     command = [sys.executable, __file__, *sys.argv[1:], "--cell", json.dumps(cell), "--cell-result", str(result)]

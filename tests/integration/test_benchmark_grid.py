@@ -50,6 +50,9 @@ def test_one_cell_grid_writes_schema_and_resumes(tiny_dataset: Path, tmp_path: P
     assert float(row["peak_memory_MB"]) > 100
     assert "| mvtec/tiny | DSKD | 1 |" in (out / "grid.md").read_text()
     assert (out / "grid.png").stat().st_size > 1000
+    with (out / "curves" / "DSKD_mvtec_tiny_0.csv").open(newline="") as handle:
+        curves = list(csv.DictReader(handle))
+    assert any(entry["train_encoder_loss"] and float(entry["train_decoder_loss"]) > 0 for entry in curves)
     csv_before = (out / "grid.csv").read_text()
     log = next((out / "logs").glob("*.log"))
     log_time = log.stat().st_mtime_ns
