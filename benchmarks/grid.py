@@ -8,7 +8,7 @@ peak memory column is that cell's, and one crashing cell does not end the grid).
 ``<out>/grid.csv``; a rerun with the same ``--out`` skips the cells already there (resume after an interruption; an
 interrupted cell starts again from scratch). After each cell the Markdown table (mean ± std over seeds) and the PNG
 chart are rewritten from the CSV. Each cell's learning curves (the per-epoch losses the model logs, and AAND's
-stage-1 gate precision and recall) are copied to ``<out>/curves/<cell>.csv``.
+stage-1 gate precision and recall) are copied to ``<out>/curves/<model>_<dataset>_<category>_seed<seed>_e<epochs>.csv`` and summarised in ``grid.md``.
 
 Models (``--models``; teacher ``tf_efficientnet_lite0`` with real ImageNet weights from the ``lite0`` extra):
 
@@ -85,6 +85,7 @@ COLUMNS = [
 ]
 METRICS = ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_AUPRO"]
 KEY = ("model", "dataset", "category", "seed", "teacher", "epochs", "image_size")
+KEY_OF_CURVE = ("model", "dataset", "category", "seed", "epochs")
 
 
 def hardware() -> str:
@@ -224,7 +225,10 @@ def run_cell(cell: dict, args: argparse.Namespace) -> dict:
     metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
     curves = Path(args.out) / "curves"
     curves.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(engine.trainer.logger.log_dir) / "metrics.csv", curves / f"{cell_name(cell)}.csv")
+    shutil.copyfile(
+        Path(engine.trainer.logger.log_dir) / "metrics.csv",
+        curves / curve_name(cell["model"], dataset, category, cell["seed"], args.epochs),
+    )
     teacher = "paper" if args.teacher == "paper" else "tf_efficientnet_lite0 (ImageNet, lite0 extra)"
     row = {
         "model": cell["model"],
@@ -244,6 +248,66 @@ def run_cell(cell: dict, args: argparse.Namespace) -> dict:
     scale = 1 if platform.system() == "Darwin" else 1024
     row["peak_memory_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20)
     return {column: row.get(column) for column in COLUMNS}
+
+
+def curve_name(model: str, dataset: str, category: str, seed: int, epochs: int) -> str:
+    """File name of a cell's learning curves under ``<out>/curves``."""
+    return f"{model}_{dataset}_{category}_seed{seed}_e{epochs}.csv"
+
+
+# Per-epoch loss of the (last) distillation stage, first column found: AAND's HKD / RD4AD loss, else the only loss.
+LOSS_COLUMNS = ("train_hkd_loss", "train_rd_loss", "train_loss_epoch", "train_loss")
+
+
+def read_curve(path: Path) -> dict[str, float | None] | None:
+    """Summary of one cell's curves: distillation loss at the first and last epoch, AAND's stage-1 gate and loss."""
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        epochs = list(csv.DictReader(handle))
+
+    def column(name: str) -> list[float]:
+        return [float(epoch[name]) for epoch in epochs if epoch.get(name)]
+
+    loss = next((values for name in LOSS_COLUMNS if (values := column(name))), [])
+    amplification = column("train_amplification_loss")
+    precision, recall = column("train_gate_precision"), column("train_gate_recall")
+    return {
+        "loss_first": loss[0] if loss else None,
+        "loss_last": loss[-1] if loss else None,
+        "loss_ratio": loss[-1] / loss[0] if loss and loss[0] else None,
+        "amplification_first": amplification[0] if amplification else None,
+        "amplification_last": amplification[-1] if amplification else None,
+        "gate_precision": precision[-1] if precision else None,
+        "gate_recall": recall[-1] if recall else None,
+    }
+
+
+def curve_lines(groups: dict[tuple[str, str], list[dict]], out: Path) -> list[str]:
+    """Markdown table of the learning curves (mean ± std over the cells whose curves are in ``<out>/curves``)."""
+    lines = [
+        "Learning curves (`curves/`; losses of different models are different quantities: compare a model's first and",
+        "last epoch, not models; gate precision and recall are AAND's stage-1 gate at the end of stage 1):",
+        "",
+        (
+            "| dataset | model | curves | loss, first epoch | loss, last epoch | last / first | gate precision "
+            "| gate recall | amplification loss, first → last |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (dataset, model), group in sorted(groups.items()):
+        curves = [read_curve(out / "curves" / curve_name(*(row[k] for k in KEY_OF_CURVE))) for row in group]
+        curves = [curve for curve in curves if curve is not None]
+        if not curves:
+            continue
+        cells = [mean_std([curve[key] for curve in curves]) for key in ("loss_first", "loss_last", "loss_ratio")]
+        cells += [mean_std([curve[key] for curve in curves]) for key in ("gate_precision", "gate_recall")]
+        first, last = (
+            mean_std([curve[key] for curve in curves]) for key in ("amplification_first", "amplification_last")
+        )
+        cells.append("–" if first == "–" else f"{first} → {last}")
+        lines.append(f"| {dataset} | {model} | {len(curves)} | " + " | ".join(cells) + " |")
+    return lines if len(lines) > 5 else []
 
 
 def read_rows(csv_path: Path) -> list[dict]:
@@ -310,6 +374,8 @@ def summarise(rows: list[dict], out: Path) -> str:
         lines.append(f"| {dataset} | {model} | {len(group)} | " + " | ".join([*cells, *extra, speed]) + " |")
     if targets := target_lines(rows):
         lines += ["", *targets]
+    if curves := curve_lines(groups, out):
+        lines += ["", *curves]
     markdown = "\n".join(lines) + "\n"
     (out / "grid.md").write_text(markdown)
     plot(groups, out / "grid.png")

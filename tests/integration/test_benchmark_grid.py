@@ -50,9 +50,10 @@ def test_one_cell_grid_writes_schema_and_resumes(tiny_dataset: Path, tmp_path: P
     assert float(row["peak_memory_MB"]) > 100
     assert "| mvtec/tiny | DSKD | 1 |" in (out / "grid.md").read_text()
     assert (out / "grid.png").stat().st_size > 1000
-    with (out / "curves" / "DSKD_mvtec_tiny_0.csv").open(newline="") as handle:
+    with (out / "curves" / "DSKD_mvtec_tiny_seed0_e1.csv").open(newline="") as handle:
         curves = list(csv.DictReader(handle))
     assert any(entry["train_encoder_loss"] and float(entry["train_decoder_loss"]) > 0 for entry in curves)
+    assert "| mvtec/tiny | DSKD | 1 | " in (out / "grid.md").read_text().split("Learning curves")[1]
     csv_before = (out / "grid.csv").read_text()
     log = next((out / "logs").glob("*.log"))
     log_time = log.stat().st_mtime_ns
@@ -78,3 +79,28 @@ def test_mean_std() -> None:
     assert grid.mean_std([0.9, 1.0]) == "0.950 ± 0.071"
     assert grid.mean_std([0.5]) == "0.500"
     assert grid.mean_std([None, float("nan")]) == "–"
+
+
+def test_read_curve_takes_the_distillation_stage_and_the_gate(tmp_path: Path) -> None:
+    """AAND's curve: the loss of stage 2 (not stage 1's), the gate at the end of stage 1; a missing file is None."""
+    grid = load_grid()
+    path = tmp_path / "curve.csv"
+    path.write_text(
+        "epoch,train_amplification_loss,train_gate_precision,train_gate_recall,train_hkd_loss,train_loss\n"
+        "0,0.4,0.1,0.2,,0.09\n"
+        "1,0.2,0.5,0.6,,0.05\n"
+        "2,,,,4.0,4.0\n"
+        "3,,,,3.0,3.0\n"
+        "4,,,,,\n"
+    )
+    curve = grid.read_curve(path)
+    assert curve == {
+        "loss_first": 4.0,
+        "loss_last": 3.0,
+        "loss_ratio": 0.75,
+        "amplification_first": 0.4,
+        "amplification_last": 0.2,
+        "gate_precision": 0.5,
+        "gate_recall": 0.6,
+    }
+    assert grid.read_curve(tmp_path / "absent.csv") is None

@@ -328,7 +328,8 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         else:
             amplified, reconstructed = self.model(batch.image)
             loss = self.loss(amplified, reconstructed)
-            self.log("train_hkd_loss", loss.item(), on_epoch=True, on_step=False, prog_bar=True, logger=True)
+            name = "train_hkd_loss" if self.loss.use_hard else "train_rd_loss"  # RD4AD's loss when HKD is off
+            self.log(name, loss.item(), on_epoch=True, on_step=False, prog_bar=True, logger=True)
         self._step(loss)
         self.log("train_loss", loss.item(), on_epoch=True, on_step=False, prog_bar=True, logger=True)
         return {"loss": loss}

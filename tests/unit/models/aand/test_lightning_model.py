@@ -73,6 +73,9 @@ def test_stage_switch_and_parameter_partition(tiny_dataset: Path, tmp_path: Path
         assert epoch["changed"] == {"teacher": False, "raa": True, "student": False}
         assert not epoch["student_grads"]
     assert watcher.epochs[2]["changed"] == {"teacher": False, "raa": False, "student": True}
+    logged = engine.trainer.callback_metrics
+    assert {"train_amplification_loss", "train_gate_precision", "train_hkd_loss"} <= logged.keys()
+    assert "train_rd_loss" not in logged
 
     checkpoint = torch.load(engine.trainer.checkpoint_callback.best_model_path, weights_only=False)
     assert checkpoint["aand_stage"] == "distillation"
@@ -92,13 +95,16 @@ def test_learning_rate_steps_per_stage(tiny_dataset: Path, tmp_path: Path) -> No
     assert lrs[3] == pytest.approx([0.002, 0.002])
 
 
-def test_raa_off_is_plain_reverse_distillation(tiny_dataset: Path, tmp_path: Path) -> None:
-    model = _small_aand(amplification_epochs=5, distillation_epochs=1, use_raa=False)
+def test_raa_and_hkd_off_is_plain_reverse_distillation(tiny_dataset: Path, tmp_path: Path) -> None:
+    model = _small_aand(amplification_epochs=5, distillation_epochs=1, use_raa=False, use_hkd=False)
     assert model.model.raa is None
     assert model.trainer_arguments["max_epochs"] == 1
     watcher = ParameterWatcher()
-    _fit(model, tiny_dataset, tmp_path, [watcher])
+    engine = _fit(model, tiny_dataset, tmp_path, [watcher])
     assert [e["stage"] for e in watcher.epochs] == ["distillation"]
+    logged = engine.trainer.callback_metrics
+    assert "train_rd_loss" in logged  # RD4AD's loss, not logged under the HKD name
+    assert not {"train_hkd_loss", "train_amplification_loss", "train_gate_precision"} & logged.keys()
 
 
 def test_step_milestones() -> None:
