@@ -64,6 +64,18 @@ def test_one_cell_grid_writes_schema_and_resumes(tiny_dataset: Path, tmp_path: P
     assert (out / "grid.csv").read_text() == csv_before
     assert log.stat().st_mtime_ns == log_time  # no child process ran again
 
+    # The per-student diagnostic re-scores the cell's trained DSKD: its fused column is the grid's number.
+    branches_out = tmp_path / "branches"
+    script = GRID.parent / "dskd_branches.py"
+    command = [sys.executable, str(script), *args[: args.index("--out")], "--out", str(branches_out)]
+    branches = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert branches.returncode == 0, branches.stdout + branches.stderr
+    with (branches_out / "dskd_branches.csv").open(newline="") as handle:
+        (scores,) = list(csv.DictReader(handle))
+    assert float(scores["fused image_AUROC"]) == pytest.approx(float(row["image_AUROC"]), abs=1e-4)
+    for branch in ("Se only", "Sd only"):
+        assert 0.0 <= float(scores[f"{branch} pixel_AUROC"]) <= 1.0
+
 
 def test_grid_rejects_unknown_dataset(tmp_path: Path) -> None:
     """An unknown dataset spec is refused before anything runs, with the accepted forms."""

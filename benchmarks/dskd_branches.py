@@ -1,0 +1,121 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Which student carries DSKD's score? AUROC of each student's map, from the DSKD models a grid run trained.
+
+For every (dataset, seed), loads the checkpoint that ``benchmarks/grid.py`` left in its work dir
+(``<work-dir>/DSKD_<dataset>_<category>_seed<seed>/**/model.ckpt``) and scores the test split three ways, without
+training anything: the fused map (the model's own output, so this column reproduces the grid's number), the map of
+the encoder student Se alone, and the map of the decoder student Sd alone (same cosine map, levels added, as the
+fused one). The raw scores are used (AUROC does not depend on anomalib's normalisation). Writes
+``<out>/dskd_branches.csv`` and ``<out>/dskd_branches.md``.
+
+Dataset arguments are those of grid.py and must match the grid run, e.g. (from the repository root):
+
+    python benchmarks/dskd_branches.py --datasets mvtec:bottle battery_weld elpv --seeds 0 1 2 \
+        --elpv-max-train 200 --out benchmarks/results/grid_cpu/dskd_branches
+"""
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import torch
+from torchmetrics.functional.classification import binary_auroc
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import grid
+
+BRANCHES = ("fused", "Se only", "Sd only")
+
+
+@torch.no_grad()
+def branch_scores(checkpoint: Path, datamodule) -> dict[str, float | None]:
+    """Image (and, with masks, pixel) AUROC of the fused, Se and Sd maps of one trained DSKD."""
+    from anomalib_kd_ext.models import DSKD
+    from anomalib_kd_ext.models.components.anomaly_map import anomaly_score
+
+    model = DSKD.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    network = model.model
+    datamodule.setup("test")
+    scores = {branch: [] for branch in BRANCHES}
+    maps = {branch: [] for branch in BRANCHES}
+    labels, masks = [], []
+    for batch in datamodule.test_dataloader():
+        if batch.gt_mask is not None:
+            images, mask = model.pre_processor.transform(batch.image, batch.gt_mask)
+            masks.append(mask.flatten().int())
+        else:
+            images = model.pre_processor.transform(batch.image)
+        labels.append(batch.gt_label.int())
+        features = network.features(images)
+        size = images.shape[-2:]
+        students = {"Se only": features.encoder_student, "Sd only": features.decoder_student}
+        students["fused"] = [*features.encoder_student, *features.decoder_student]
+        for branch, student in students.items():
+            teacher = features.teacher * (len(student) // len(features.teacher))
+            anomaly_map = network.anomaly_map(teacher, student, size)
+            scores[branch].append(anomaly_score(anomaly_map).flatten())
+            maps[branch].append(anomaly_map.flatten())
+        own = network(images)  # the model's own output: the "fused" column must equal it
+        torch.testing.assert_close(own.anomaly_map.flatten(), maps["fused"][-1])
+    target = torch.cat(labels)
+    result = {}
+    for branch in BRANCHES:
+        result[f"{branch} image_AUROC"] = binary_auroc(torch.cat(scores[branch]), target).item()
+        pixel = binary_auroc(torch.cat(maps[branch]), torch.cat(masks)).item() if masks else None
+        result[f"{branch} pixel_AUROC"] = pixel
+    return result
+
+
+def main() -> None:
+    """Score every (dataset, seed) whose DSKD checkpoint is in the work dir; write the CSV and the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="benchmarks/results/grid_cpu/dskd_branches")
+    args, grid_argv = parser.parse_known_args()
+    grid_args = grid.parse_args(grid_argv)
+    out = Path(args.out)
+    rows = []
+    for spec in grid_args.datasets:
+        dataset, category, root = grid.parse_dataset(spec, grid_args)
+        for seed in grid_args.seeds:
+            work_dir = Path(grid_args.work_dir) / f"DSKD_{dataset}_{category}_seed{seed}"
+            checkpoints = sorted(work_dir.glob("**/model.ckpt"))
+            if not checkpoints:
+                print(f"{spec} seed {seed}: no checkpoint under {work_dir} (run the grid first), skipped")
+                continue
+            datamodule = grid.make_datamodule(dataset, category, root, grid_args, seed)
+            row = {"dataset": f"{dataset}/{category}", "seed": seed, **branch_scores(checkpoints[-1], datamodule)}
+            print(
+                ", ".join(
+                    f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}" for key, value in row.items()
+                )
+            )
+            rows.append(row)
+    if not rows:
+        sys.exit("no DSKD checkpoint found: run benchmarks/grid.py with --models DSKD and the same --work-dir first")
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "dskd_branches.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    columns = [key for key in rows[0] if key not in {"dataset", "seed"}]
+    lines = [
+        "AUROC of each student's map of the same trained DSKD models (mean ± std over seeds; raw scores).",
+        "",
+        "| dataset | seeds | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for dataset in sorted({row["dataset"] for row in rows}):
+        group = [row for row in rows if row["dataset"] == dataset]
+        cells = [grid.mean_std([row[column] for row in group]) for column in columns]
+        lines.append(f"| {dataset} | {len(group)} | " + " | ".join(cells) + " |")
+    markdown = "\n".join(lines) + "\n"
+    (out / "dskd_branches.md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
