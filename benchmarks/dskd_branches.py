@@ -5,9 +5,11 @@
 
 For every (dataset, seed), loads the checkpoint that ``benchmarks/grid.py`` left in its work dir
 (``<work-dir>/DSKD_<dataset>_<category>_seed<seed>/**/model.ckpt``) and scores the test split three ways, without
-training anything: the fused map (the model's own output, so this column reproduces the grid's number), the map of
-the encoder student Se alone, and the map of the decoder student Sd alone (same cosine map, levels added, as the
-fused one). The raw scores are used (AUROC does not depend on anomalib's normalisation). Writes
+training anything: the fused map (the model's own output), the map of the encoder student Se alone, and the map of
+the decoder student Sd alone (same cosine map, levels added, as the fused one). The raw scores are used (AUROC does
+not depend on anomalib's normalisation). The fused column normally equals the grid's ``image_AUROC``; for two
+battery-weld checkpoints of an earlier session anomalib's ``Engine.test`` reports 0.003 and 0.008 more than this
+exact AUROC (and than ``Engine.predict`` on the same checkpoint and data): not explained yet, see the README. Writes
 ``<out>/dskd_branches.csv`` and ``<out>/dskd_branches.md``.
 
 Dataset arguments are those of grid.py and must match the grid run, e.g. (from the repository root):
