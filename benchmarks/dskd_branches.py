@@ -7,9 +7,8 @@ For every (dataset, seed), loads the checkpoint that ``benchmarks/grid.py`` left
 (``<work-dir>/DSKD_<dataset>_<category>_seed<seed>/**/model.ckpt``) and scores the test split three ways, without
 training anything: the fused map (the model's own output), the map of the encoder student Se alone, and the map of
 the decoder student Sd alone (same cosine map, levels added, as the fused one). The raw scores are used (AUROC does
-not depend on anomalib's normalisation). The fused column normally equals the grid's ``image_AUROC``; for two
-battery-weld checkpoints of an earlier session anomalib's ``Engine.test`` reports 0.003 and 0.008 more than this
-exact AUROC (and than ``Engine.predict`` on the same checkpoint and data): not explained yet, see the README. Writes
+not depend on anomalib's normalisation). The test images are resized as anomalib's ``Engine`` does (the model's
+``Resize`` per image, before collation), so the fused column reproduces the grid's ``image_AUROC``. Writes
 ``<out>/dskd_branches.csv`` and ``<out>/dskd_branches.md``.
 
 Dataset arguments are those of grid.py and must match the grid run, e.g. (from the repository root):
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 from torchmetrics.functional.classification import binary_auroc
+from torchvision.transforms.v2 import Compose, Resize
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -42,6 +42,11 @@ def branch_scores(checkpoint: Path, datamodule) -> dict[str, float | None]:
     model = DSKD.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     network = model.model
     datamodule.setup("test")
+    # As under anomalib's Engine (AnomalibDataModule._update_augmentations): the model's Resize runs on each image in
+    # the dataset, before collation. Without it the scores differ slightly from the grid's.
+    resize = next(step for step in model.pre_processor.transform.transforms if isinstance(step, Resize))
+    augment = datamodule.test_augmentations
+    datamodule.test_data.augmentations = resize if augment is None else Compose([augment, resize])
     scores = {branch: [] for branch in BRANCHES}
     maps = {branch: [] for branch in BRANCHES}
     labels, masks = [], []
