@@ -44,9 +44,10 @@ def branch_scores(checkpoint: Path, datamodule) -> dict[str, float | None]:
     datamodule.setup("test")
     # As under anomalib's Engine (AnomalibDataModule._update_augmentations): the model's Resize runs on each image in
     # the dataset, before collation. Without it the scores differ slightly from the grid's.
-    resize = next(step for step in model.pre_processor.transform.transforms if isinstance(step, Resize))
+    resize = next((step for step in model.pre_processor.transform.transforms if isinstance(step, Resize)), None)
     augment = datamodule.test_augmentations
-    datamodule.test_data.augmentations = resize if augment is None else Compose([augment, resize])
+    if resize is not None:
+        datamodule.test_data.augmentations = resize if augment is None else Compose([augment, resize])
     scores = {branch: [] for branch in BRANCHES}
     maps = {branch: [] for branch in BRANCHES}
     labels, masks = [], []
