@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from torchmetrics.functional.classification import binary_auroc
-from torchvision.transforms.v2 import Compose, Resize
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -42,12 +41,13 @@ def branch_scores(checkpoint: Path, datamodule) -> dict[str, float | None]:
     model = DSKD.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     network = model.model
     datamodule.setup("test")
-    # As under anomalib's Engine (AnomalibDataModule._update_augmentations): the model's Resize runs on each image in
-    # the dataset, before collation. Without it the scores differ slightly from the grid's.
-    resize = next((step for step in model.pre_processor.transform.transforms if isinstance(step, Resize)), None)
-    augment = datamodule.test_augmentations
-    if resize is not None:
-        datamodule.test_data.augmentations = resize if augment is None else Compose([augment, resize])
+    # What anomalib does once the datamodule is attached to a trainer (AnomalibDataModule._update_augmentations): the
+    # model's Resize runs on each image in the dataset, before collation. Without it the scores differ from the grid's.
+    datamodule._update_subset_augmentations(
+        datamodule.test_data,
+        datamodule.test_augmentations,
+        model.pre_processor.transform,
+    )
     scores = {branch: [] for branch in BRANCHES}
     maps = {branch: [] for branch in BRANCHES}
     labels, masks = [], []

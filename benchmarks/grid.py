@@ -8,7 +8,8 @@ peak memory column is that cell's, and one crashing cell does not end the grid).
 ``<out>/grid.csv``; a rerun with the same ``--out`` skips the cells already there (resume after an interruption; an
 interrupted cell starts again from scratch). After each cell the Markdown table (mean ± std over seeds) and the PNG
 chart are rewritten from the CSV. Each cell's learning curves (the per-epoch losses the model logs, and AAND's
-stage-1 gate precision and recall) are copied to ``<out>/curves/<model>_<dataset>_<category>_seed<seed>_e<epochs>.csv`` and summarised in ``grid.md``.
+stage-1 gate precision and recall) are copied to ``<out>/curves/<model>_<dataset>_<category>_seed<seed>_e<epochs>.csv``
+and summarised in ``grid.md``.
 
 Models (``--models``; teacher ``tf_efficientnet_lite0`` with real ImageNet weights from the ``lite0`` extra):
 
@@ -519,18 +520,13 @@ def run_grid(args: argparse.Namespace) -> None:
         sys.exit(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
 
 
-def cell_name(cell: dict) -> str:
-    """File name stem of a cell's log, result and curves."""
-    return (
-        f"{cell['model']}_{cell['dataset_spec'].replace(':', '_').replace('=', '_').replace('/', '_')}_{cell['seed']}"
-    )
-
-
 def run_child(cell: dict, args: argparse.Namespace, out: Path) -> dict | None:
     """Run one cell in a child process (its log under ``out/logs``); its row, or ``None`` when it failed."""
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    name = cell_name(cell)
+    name = (
+        f"{cell['model']}_{cell['dataset_spec'].replace(':', '_').replace('=', '_').replace('/', '_')}_{cell['seed']}"
+    )
     result = logs / f"{name}.json"
     result.unlink(missing_ok=True)
     command = [sys.executable, __file__, *sys.argv[1:], "--cell", json.dumps(cell), "--cell-result", str(result)]
