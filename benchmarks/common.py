@@ -27,10 +27,14 @@ def hardware() -> str:
 
 
 class EpochTimer(Callback):
-    """Wall-clock seconds of the training epochs, validation excluded, per stage when the model has one."""
+    """Wall-clock seconds of the training epochs, validation excluded, per stage when the model has one.
+
+    ``seconds`` sums them per stage; ``epochs`` lists ``(stage, seconds)`` of every epoch in order.
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.epochs: list[tuple[str, float]] = []
         self._start = 0.0
         self._validation_start = 0.0
         self._validation = 0.0
@@ -53,6 +57,7 @@ class EpochTimer(Callback):
         stage = getattr(pl_module, "stage", "train")
         elapsed = time.perf_counter() - self._start - self._validation
         self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
+        self.epochs.append((stage, elapsed))
 
 
 def inference_ms(torch_model: nn.Module, repeats: int = 20, image_size: int = 256) -> float:
