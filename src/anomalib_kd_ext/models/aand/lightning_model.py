@@ -84,13 +84,18 @@ def find_normalize(transform: nn.Module | None) -> Normalize | None:
 def step_milestones(epochs: int, fractions: Sequence[float]) -> list[int]:
     """Epochs (counted within a stage) after which the learning rate is multiplied by the decay.
 
-    ``floor(fraction * epochs)`` for each fraction; milestones that coincide in short stages both apply.
+    As the AAND reference, which hands the float milestones ``fraction * epochs`` to PyTorch's ``MultiStepLR``: that
+    scheduler compares them with whole epoch numbers, so a milestone fires only where ``fraction * epochs`` is a
+    whole number (at 100 or 120 epochs both of (0.8, 0.9) do; at 3 epochs neither does). Each epoch decays at most
+    once, so a short stage is never decayed twice at the same epoch.
 
     Example:
         >>> step_milestones(120, (0.8, 0.9))
         [96, 108]
+        >>> step_milestones(3, (0.8, 0.9))
+        []
     """
-    return sorted(int(epochs * fraction) for fraction in fractions)
+    return sorted({int(milestone) for milestone in (epochs * fraction for fraction in fractions) if milestone.is_integer()})
 
 
 class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
@@ -126,8 +131,9 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         foreground_invert (bool): With ``"threshold"``, the foreground is the darker side. Defaults to ``False``.
         learning_rate (float): Adam learning rate of both stages. Defaults to ``0.005``.
         betas (Sequence[float]): Adam betas of both stages. Defaults to ``(0.5, 0.999)``.
-        lr_milestones (Sequence[float]): Fractions of each stage after which the learning rate decays.
-            Defaults to ``(0.8, 0.9)``.
+        lr_milestones (Sequence[float]): Fractions of each stage after which the learning rate decays; a
+            fraction decays only where ``fraction * epochs`` is a whole number, as the reference's float milestones
+            (see :func:`step_milestones`). Defaults to ``(0.8, 0.9)``.
         lr_decay (float): Learning-rate factor at each milestone. Defaults to ``0.2``.
         anomaly_map_mode (Literal["add", "multiply"]): Fusion of the levels. Defaults to ``"add"``.
         pre_processor (PreProcessor | bool): Pre-processor; the default resizes to 256x256 and applies

@@ -59,14 +59,22 @@ def positional_encoding_2d(channels: int, height: int, width: int, device: torch
 
 
 def _mlp(channels: int, hidden_channels: int) -> nn.Sequential:
-    """Three 1x1 convolutions with bias, ReLU in between: C -> hidden -> hidden -> C."""
-    return nn.Sequential(
+    """Three 1x1 convolutions with bias, ReLU in between: C -> hidden -> hidden -> C.
+
+    Weights are Kaiming-normal (fan_out, ReLU gain) as in the AAND reference; PyTorch's default init would start
+    the generator's pre-tanh output about 15x smaller, i.e. with almost no amplification. Biases keep PyTorch's init.
+    """
+    mlp = nn.Sequential(
         nn.Conv2d(channels, hidden_channels, kernel_size=1),
         nn.ReLU(inplace=True),
         nn.Conv2d(hidden_channels, hidden_channels, kernel_size=1),
         nn.ReLU(inplace=True),
         nn.Conv2d(hidden_channels, channels, kernel_size=1),
     )
+    for layer in mlp:
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+    return mlp
 
 
 class MatchingGuidedResidualGate(nn.Module):

@@ -110,7 +110,30 @@ def test_raa_and_hkd_off_is_plain_reverse_distillation(tiny_dataset: Path, tmp_p
 def test_step_milestones() -> None:
     assert step_milestones(100, (0.8, 0.9)) == [80, 90]
     assert step_milestones(120, (0.8, 0.9)) == [96, 108]
-    assert step_milestones(5, (0.8, 0.9)) == [4, 4]
+    assert step_milestones(30, (0.8, 0.9)) == [24, 27]
+    assert step_milestones(10, (0.8, 0.9)) == [8, 9]
+    # The reference's float milestones 2.4 / 2.7 and 4.0 / 4.5 never match a whole epoch: no double decay.
+    assert step_milestones(3, (0.8, 0.9)) == []
+    assert step_milestones(5, (0.8, 0.9)) == [4]
+    assert step_milestones(4, (0.5, 0.5)) == [2]
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 5, 7, 10, 30, 100, 120])
+def test_step_milestones_match_multisteplr_with_float_milestones(epochs: int) -> None:
+    """The learning rate of every epoch equals that of MultiStepLR fed the reference's float milestones."""
+    import torch
+
+    def rates(milestones: list[float]) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
+        values = []
+        for _ in range(epochs):
+            values.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return values
+
+    assert rates(step_milestones(epochs, (0.8, 0.9))) == pytest.approx(rates([0.8 * epochs, 0.9 * epochs]))
 
 
 @pytest.mark.parametrize(

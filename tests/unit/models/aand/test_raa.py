@@ -96,3 +96,15 @@ def test_gate_off_gives_ungated_residual() -> None:
     output = raa(features)
     assert output.gate is None
     assert torch.allclose(output.amplified, features * (1 + output.scale))
+
+
+def test_convolutions_are_kaiming_normal_fan_out() -> None:
+    """Every RAA convolution (gate and generator) has Kaiming-normal (fan_out, ReLU) weights: std sqrt(2 / fan_out)."""
+    torch.manual_seed(0)
+    raa = ResidualAnomalyAmplification(channels=64)
+    convolutions = [m for m in raa.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convolutions) == 6
+    for conv in convolutions:
+        expected = (2.0 / conv.out_channels) ** 0.5  # 1x1 kernels: fan_out = out_channels
+        assert conv.weight.std().item() == pytest.approx(expected, rel=0.05)
+        assert abs(conv.weight.mean().item()) < 0.1 * expected
