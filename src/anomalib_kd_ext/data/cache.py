@@ -217,7 +217,9 @@ class _BoundedStore(dict):
         size = item_bytes(item)
         if self.limit is not None and self.nbytes + size > self.limit:
             if not self.full:
-                logger.warning("ImageCache is full (%.1f GB); further images are decoded every time.", self.limit / 2**30)
+                logger.warning(
+                    "ImageCache is full (%.1f GB); further images are decoded every time.", self.limit / 2**30
+                )
             self.full = True
             return
         if key not in self:

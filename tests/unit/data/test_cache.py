@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 from anomalib.data import MVTecAD
+from helpers import make_mvtec_like
 from PIL import Image
 from torchvision.transforms import v2
 
 from anomalib_kd_ext.data import CachedDataset, ImageCache
 from anomalib_kd_ext.data.cache import is_deterministic
-from helpers import make_mvtec_like
 
 
 def _datamodule(root: Path, size: int = 32, augmentations: v2.Transform | None = None) -> MVTecAD:
@@ -93,10 +93,10 @@ def test_limit_and_arguments(tmp_path: Path) -> None:
 
 def test_engine_fit_with_cache_gives_the_same_weights(tmp_path: Path) -> None:
     """A seeded fit through the Engine with the cache ends with the same weights as without it."""
+    from helpers import fit_on_cpu
     from lightning.pytorch import seed_everything
 
     from anomalib_kd_ext.models import DSKD
-    from helpers import fit_on_cpu
 
     root = make_mvtec_like(tmp_path / "data")
     states = []

@@ -61,7 +61,7 @@ from anomalib_kd_ext.models.components import (
 )
 
 from .loss import AmplificationLoss, GateFocalLoss, HardKnowledgeDistillationLoss
-from .synthesis import ForegroundMode, SyntheticAnomalyGenerator
+from .synthesis import ForegroundMode, SyntheticAnomalyGenerator, reference_rule
 from .torch_model import AANDModel, downsample_mask
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,9 @@ def step_milestones(epochs: int, fractions: Sequence[float]) -> list[int]:
         >>> step_milestones(3, (0.8, 0.9))
         []
     """
-    return sorted({int(milestone) for milestone in (epochs * fraction for fraction in fractions) if milestone.is_integer()})
+    return sorted(
+        {int(milestone) for milestone in (epochs * fraction for fraction in fractions) if milestone.is_integer()}
+    )
 
 
 class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
@@ -125,8 +127,9 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         texture_dir (str | None): Folder of texture images for synthetic anomalies (the paper uses DTD);
             ``None`` uses anomalib's built-in Perlin patterns. Defaults to ``None``.
         anomaly_probability (float): Share of stage-1 images that receive an anomaly. Defaults to ``0.8``.
-        foreground (Literal["off", "threshold", "auto"]): Foreground masking of synthetic anomalies.
-            Defaults to ``"auto"``.
+        foreground (ForegroundMode): Foreground masking of synthetic anomalies: ``"reference"`` (the AAND code's
+            per-category rule for MVTec AD / VisA / MVTec 3D categories, ``"auto"`` for any other dataset),
+            ``"auto"``, ``"threshold"``, ``"disc"``, ``"box"`` or ``"off"``. Defaults to ``"reference"``.
         foreground_threshold (float): Grey level in [0, 1] for ``foreground="threshold"``. Defaults to ``0.2``.
         foreground_invert (bool): With ``"threshold"``, the foreground is the darker side. Defaults to ``False``.
         learning_rate (float): Adam learning rate of both stages. Defaults to ``0.005``.
@@ -171,7 +174,7 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         mask_threshold: float = 0.3,
         texture_dir: str | None = None,
         anomaly_probability: float = 0.8,
-        foreground: ForegroundMode = "auto",
+        foreground: ForegroundMode = "reference",
         foreground_threshold: float = 0.2,
         foreground_invert: bool = False,
         learning_rate: float = 0.005,
@@ -290,6 +293,10 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         check_image_files(getattr(self.trainer, "datamodule", None))
         if self.synthesizer is not None and self.amplification_epochs > 0:
             self.synthesizer.load_textures()
+            if self.synthesizer.foreground == "reference":
+                rule = reference_rule(getattr(self.trainer, "datamodule", None))
+                self.synthesizer.use_rule(rule)
+                logger.info("AAND foreground rule of synthetic anomalies: %s.", rule)
         logger.info(
             "AAND trains %d amplification + %d distillation epochs.",
             self.amplification_epochs,

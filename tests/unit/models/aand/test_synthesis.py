@@ -10,7 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalib_kd_ext.models.aand.synthesis import SyntheticAnomalyGenerator, foreground_masks
+from anomalib_kd_ext.models.aand.synthesis import (
+    REFERENCE_RULES,
+    SyntheticAnomalyGenerator,
+    foreground_masks,
+    reference_rule,
+)
 
 
 def _disc_images(batch_size: int = 2, size: int = 64) -> torch.Tensor:
@@ -90,3 +95,73 @@ def test_missing_or_empty_texture_folder(tmp_path: Path) -> None:
 def test_invalid_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         SyntheticAnomalyGenerator(**kwargs)
+
+
+def _object_on_background(object_level: float, background_level: float, size: int = 128) -> torch.Tensor:
+    """(1, 3, size, size): a centred square of grey ``object_level`` on ``background_level``."""
+    image = torch.full((1, 3, size, size), background_level)
+    image[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = object_level
+    return image
+
+
+@pytest.mark.parametrize(
+    ("family", "category", "object_level", "background_level"),
+    [
+        ("MVTecAD", "hazelnut", 120 / 255, 20 / 255),  # > 50: bright object on dark background
+        ("MVTecAD", "capsule", 100 / 255, 230 / 255),  # > 150 inv: dark object on bright background
+        ("Visa", "candle", 200 / 255, 90 / 255),  # > 150
+        ("Visa", "pcb2", 160 / 255, 60 / 255),  # > 100
+        ("Visa", "capsules", 40 / 255, 200 / 255),  # > 100 inv
+        ("MVTec3D", "bagel", 120 / 255, 10 / 255),  # > 50
+    ],
+)
+def test_reference_threshold_rules_find_the_object(
+    family: str, category: str, object_level: float, background_level: float
+) -> None:
+    rule = REFERENCE_RULES[family][category]
+    assert rule.mode == "threshold"
+    foreground = foreground_masks(_object_on_background(object_level, background_level), *rule)
+    assert foreground[0, 0, 64, 64] == 1  # object centre
+    assert foreground[0, 0, 2, 2] == 0  # background corner
+
+
+def test_reference_texture_rule_keeps_everything_but_black() -> None:
+    rule = REFERENCE_RULES["MVTecAD"]["carpet"]
+    assert rule == ("threshold", 0.0, False)
+    assert foreground_masks(torch.rand(1, 3, 64, 64) * 0.5 + 0.1, *rule).all()
+
+
+def test_reference_shapes() -> None:
+    images = torch.rand(2, 3, 100, 100)
+    disc = foreground_masks(images, *REFERENCE_RULES["MVTecAD"]["bottle"])
+    assert REFERENCE_RULES["MVTecAD"]["cable"].mode == "disc"  # the reference's effective rule (see REFERENCE_RULES)
+    assert disc[0, 0, 50, 50] == 1
+    assert disc[0, 0, 50, 50 + 45] == 1  # radius int(0.45 * 100) = 45
+    assert disc[0, 0, 50, 50 + 46] == 0
+    assert disc[0, 0, 0, 0] == 0
+    assert torch.equal(disc[0], disc[1])  # independent of the content
+    box = foreground_masks(images, *REFERENCE_RULES["MVTec3D"]["foam"])
+    assert box[0, 0, 50 - 35, 50 + 35] == 1
+    assert box[0, 0, 50 - 36, 50] == 0
+    assert box[0, 0, 50, 50 + 36] == 0
+
+
+def test_reference_rule_follows_the_datamodule(tmp_path: Path) -> None:
+    from anomalib.data import Folder, MVTecAD, Visa
+
+    assert reference_rule(MVTecAD(root=tmp_path, category="bottle")).mode == "disc"
+    assert reference_rule(MVTecAD(root=tmp_path, category="screw")) == ("threshold", 150 / 255, True)
+    assert reference_rule(Visa(root=tmp_path, category="pcb4")) == ("threshold", 50 / 255, False)
+    assert reference_rule(MVTecAD(root=tmp_path, category="unknown_category")).mode == "auto"
+    folder = Folder(name="bottle", root=tmp_path, normal_dir="good")  # a user's folder is not MVTec's bottle
+    assert reference_rule(folder).mode == "auto"
+    assert reference_rule(None).mode == "auto"
+
+
+def test_generator_uses_the_resolved_rule() -> None:
+    generator = SyntheticAnomalyGenerator(probability=1.0, foreground="reference")
+    assert generator.rule.mode == "auto"  # until the model resolves the category's rule at fit start
+    generator.use_rule(REFERENCE_RULES["MVTecAD"]["bottle"])
+    batch = generator(torch.rand(2, 3, 64, 64))
+    assert batch.foreground[0, 0, 0, 0] == 0 and batch.foreground[0, 0, 32, 32] == 1
+    assert (batch.masks <= batch.foreground).all()
