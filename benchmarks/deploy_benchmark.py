@@ -125,10 +125,10 @@ def openvino_numbers(path: Path, repeats: int, prefix: str) -> dict:
     """Batch-1 synchronous latency (LATENCY hint) and asynchronous throughput (THROUGHPUT hint) of an IR model."""
     core = ov.Core()
     image = np.random.default_rng(0).random((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     latency = median_ms(lambda: request.infer({0: image}), repeats)
-    compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+    compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"})
     queue = ov.AsyncInferQueue(compiled)
     for _ in range(len(queue)):
         queue.start_async({0: image})

@@ -60,7 +60,7 @@ def evaluate(predict: Callable[[torch.Tensor], dict], datamodule: MVTecAD) -> di
 
 def openvino_predictor(path: Path) -> Callable[[torch.Tensor], dict]:
     """Raw image batch → outputs of a compiled OpenVINO model, as tensors."""
-    compiled = ov.Core().compile_model(str(path), "CPU")
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
     def predict(images: torch.Tensor) -> dict:
         result = compiled(np.ascontiguousarray(images.numpy()))

@@ -25,6 +25,7 @@ Example (from the repository root; ~30 min on 2 cores):
 """
 
 import argparse
+import copy
 import json
 import platform
 import resource
@@ -34,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-import grid  # noqa: E402  (this folder is on sys.path when the script runs)
+import grid
 
 MODES = ("today", "fast_fp32", "fast_bf16", "floor")
 METRICS = ("image_AUROC", "pixel_AUROC")
@@ -84,16 +85,16 @@ class InMemoryBatches:
         import torch
 
         for index in torch.randperm(len(self.batches)).tolist():
-            yield self.batches[index]
+            yield copy.copy(self.batches[index])  # the pre-processor replaces batch.image: keep the stored one
 
 
 def run_cell(model_name: str, mode: str, args: argparse.Namespace) -> list[dict]:
     """Train (and, with a datamodule, test) one model in one mode; return one row per stage."""
     from anomalib.engine import Engine
+    from common import EpochTimer, hardware
     from lightning.pytorch import seed_everything
 
     from anomalib_kd_ext.data import ImageCache
-    from common import EpochTimer, hardware
 
     dataset, category, root = grid.parse_dataset(args.dataset, args)
     work_dir = Path(args.work_dir) / f"{model_name}_{mode}"
@@ -238,17 +239,19 @@ def main(argv: list[str] | None = None) -> None:
         print("ROWS " + json.dumps(run_cell(model_name, mode, args)), flush=True)
         return
     out = Path(args.out)
-    rows: list[dict] = []
+    previous = out / "train_speed.json"  # rows of an earlier run stay unless this run measures them again
+    rows: list[dict] = json.loads(previous.read_text()) if previous.is_file() else []
     for model_name in args.models:
         for mode in args.modes:
             command = [sys.executable, __file__, *(argv or sys.argv[1:]), "--cell", f"{model_name}:{mode}"]
             print(f"== {model_name} {mode}", flush=True)
-            result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
             found = [line[5:] for line in result.stdout.splitlines() if line.startswith("ROWS ")]
             if result.returncode or not found:
                 print(result.stdout[-2000:], result.stderr[-4000:], sep="\n")
                 continue
-            rows += json.loads(found[-1])
+            new = json.loads(found[-1])
+            rows = [row for row in rows if (row["model"], row["mode"]) != (model_name, mode)] + new
             print(write_outputs(rows, out), flush=True)
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from anomalib.models import AnomalibModule
 
-    from anomalib_kd_ext.data import ELPV
+    from anomalib_kd_ext.data import ELPV, ImageCache
 
 LITE0_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
 
@@ -45,7 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-train-images", type=int, default=200, help="normal training cells. Default: 200")
     parser.add_argument("--image-size", type=int, default=256, help="model input size in pixels. Default: 256")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=0, help="dataloader workers (images are cached). Default: 0")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", type=Path, default=Path("results/quickstart"))
     args = parser.parse_args(argv)
@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         devices=1,
         max_epochs=epochs,
         check_val_every_n_epoch=epochs,
+        callbacks=[ImageCache()],  # each cell decoded and resized once, not every epoch
     )
     engine.fit(model=model, datamodule=datamodule)
     metrics = engine.test(model=model, datamodule=datamodule)[0]

@@ -185,7 +185,7 @@ def exported(trained: dict) -> Path:
 def test_openvino_export_matches_torch(trained: dict, exported: Path, tiny_dataset: Path) -> None:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(exported), "CPU")
+    compiled = ov.Core().compile_model(str(exported), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     # load_from_checkpoint reads with weights_only=True, as anomalib 2.7 does.
     model = MODELS[trained["name"]].load_from_checkpoint(trained["ckpt"]).eval()
     paths = sorted((tiny_dataset / "tiny" / "test").rglob("*.png"))
@@ -220,7 +220,7 @@ def test_deploy_command_scores_test_folder(trained: dict, exported: Path, tiny_d
     rows = json.loads((output / "scores.json").read_text())["images"]
     paths = sorted(test_dir.rglob("*.png"))
     assert [row["image"] for row in rows] == [p.relative_to(test_dir).as_posix() for p in paths]
-    compiled = ov.Core().compile_model(str(exported), "CPU")
+    compiled = ov.Core().compile_model(str(exported), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     for row, path in zip(rows, paths, strict=True):
         image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)[None] / 255
         expected = compiled(image)[compiled.output("pred_score")].item()

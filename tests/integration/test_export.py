@@ -86,7 +86,7 @@ def _torch_outputs(model: AAND | DSKD, images: np.ndarray) -> dict:
 def _openvino_outputs(path: Path, images: np.ndarray) -> dict:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(path), "CPU")
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     result = compiled(images)
     return {output.get_any_name(): result[output] for output in compiled.outputs}
 

@@ -38,6 +38,12 @@ def test_importing_anomalib_models_registers_aand() -> None:
         "    model = m.get_model(name, backbone='resnet18', pre_trained=False)\n"
         "    assert type(model).__name__ == name.upper(), name\n"
         "assert {'AAND', 'DSKD'} <= m.list_models(case='pascal')\n"
+        "assert {'Aand', 'Dskd'} <= m.list_models(case='title')\n"
+        # anomalib's snake case splits capitals (AnomalyDINO -> anomaly_d_i_n_o): ours are a_a_n_d and d_s_k_d
+        "assert {'a_a_n_d', 'd_s_k_d'} <= m.list_models()\n"
+        "for name in ('a_a_n_d', 'd_s_k_d'):\n"
+        "    model = m.get_model(name, backbone='resnet18', pre_trained=False)\n"
+        "    assert type(model).__name__ in ('AAND', 'DSKD'), name\n"
     )
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-3000:]
