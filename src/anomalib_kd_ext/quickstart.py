@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from anomalib.models import AnomalibModule
 
-    from anomalib_kd_ext.data import ELPV, ImageCache
+    from anomalib_kd_ext.data import ELPV
 
 LITE0_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
-    from anomalib_kd_ext.data import ELPV
+    from anomalib_kd_ext.data import ELPV, ImageCache
     from anomalib_kd_ext.models import AAND, DSKD
     from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
 
