@@ -541,6 +541,14 @@ def run_child(cell: dict, args: argparse.Namespace, out: Path) -> dict | None:
     return json.loads(result.read_text())
 
 
+def add_dataset_roots(parser: argparse.ArgumentParser) -> None:
+    """The dataset root arguments that :func:`parse_dataset` reads (shared with the other benchmarks)."""
+    parser.add_argument("--mvtec-root", default="../shared/datasets/mvtec_ad")
+    parser.add_argument("--visa-root", default="../shared/datasets/visa")
+    parser.add_argument("--mvtec3d-root", default="../shared/datasets/mvtec_3d")
+    parser.add_argument("--battery-weld-root", default="../shared/datasets/battery_weld")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -561,10 +569,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--texture-dir", default=None, help="AAND texture folder (default: anomalib's Perlin noise)")
     parser.add_argument("--elpv-max-train", type=int, default=None, help="ELPV: keep this many training cells")
-    parser.add_argument("--mvtec-root", default="../shared/datasets/mvtec_ad")
-    parser.add_argument("--visa-root", default="../shared/datasets/visa")
-    parser.add_argument("--mvtec3d-root", default="../shared/datasets/mvtec_3d")
-    parser.add_argument("--battery-weld-root", default="../shared/datasets/battery_weld")
+    add_dataset_roots(parser)
     parser.add_argument("--work-dir", default="results/grid")
     parser.add_argument("--out", default="benchmarks/results/grid_cpu")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
