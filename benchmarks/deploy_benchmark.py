@@ -128,7 +128,9 @@ def openvino_numbers(path: Path, repeats: int, prefix: str) -> dict:
     compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
     latency = median_ms(lambda: request.infer({0: image}), repeats)
-    compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(
+        str(path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+    )
     queue = ov.AsyncInferQueue(compiled)
     for _ in range(len(queue)):
         queue.start_async({0: image})

@@ -27,7 +27,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import grid
+import grid  # noqa: E402  (sys.path above; one benchmark CLI is issue 18)
 
 BRANCHES = ("fused", "Se only", "Sd only")
 

@@ -558,7 +558,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (AAND: per stage)")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=0, help="dataloader workers (0: the cache serves the images)")
+    parser.add_argument(
+        "--num-workers", type=int, default=0, help="dataloader workers (0: the cache serves the images)"
+    )
     parser.add_argument(
         "--image-cache",
         action=argparse.BooleanOptionalAction,

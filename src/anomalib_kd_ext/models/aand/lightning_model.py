@@ -96,7 +96,7 @@ def step_milestones(epochs: int, fractions: Sequence[float]) -> list[int]:
         []
     """
     return sorted(
-        {int(milestone) for milestone in (epochs * fraction for fraction in fractions) if milestone.is_integer()}
+        {int(milestone) for milestone in (epochs * fraction for fraction in fractions) if milestone.is_integer()},
     )
 
 
@@ -282,7 +282,7 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
             find_unused_parameters_in_ddp(self._trainer, "AAND")
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        """anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
+        """Anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
         check_trainer_dataset(self._trainer)
         return super().configure_callbacks()
 
@@ -407,7 +407,7 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """anomalib's default metrics plus AUPRO (FPR limit 0.3), which the paper reports as PRO."""
+        """Anomalib's default metrics plus AUPRO (FPR limit 0.3), which the paper reports as PRO."""
         return kd_evaluator()
 
 

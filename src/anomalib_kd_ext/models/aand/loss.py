@@ -23,8 +23,8 @@ Example:
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 EPS = 1e-8
 PROBABILITY_EPS = 1e-6
@@ -144,7 +144,9 @@ class HardKnowledgeDistillationLoss(nn.Module):
         self.use_hard = use_hard
 
     def forward(
-        self, teacher_features: Sequence[torch.Tensor], student_features: Sequence[torch.Tensor]
+        self,
+        teacher_features: Sequence[torch.Tensor],
+        student_features: Sequence[torch.Tensor],
     ) -> torch.Tensor:
         """Sum over levels; features are (N, C, H, W) lists, teacher (target) first."""
         total = teacher_features[0].new_zeros(())

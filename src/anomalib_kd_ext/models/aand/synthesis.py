@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from anomalib.data.utils.generators import PerlinAnomalyGenerator
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
@@ -79,7 +79,7 @@ REFERENCE_RULES: dict[str, dict[str, ForegroundRule]] = {
             _grey(150, invert=True): ("capsule", "screw", "zipper"),
             _grey(50): ("hazelnut", "metal_nut", "pill", "toothbrush"),
             ForegroundRule("disc"): ("bottle", "cable"),
-        }
+        },
     ),
     "Visa": _family(
         {
@@ -87,13 +87,13 @@ REFERENCE_RULES: dict[str, dict[str, ForegroundRule]] = {
             _grey(100): ("pcb2", "pcb3", "pipe_fryum"),
             _grey(50): ("pcb4",),
             _grey(100, invert=True): ("capsules",),
-        }
+        },
     ),
     "MVTec3D": _family(
         {
             _grey(50): ("bagel", "cable_gland", "carrot", "cookie", "dowel", "peach", "potato", "rope"),
             ForegroundRule("box"): ("foam", "tire"),
-        }
+        },
     ),
 }
 

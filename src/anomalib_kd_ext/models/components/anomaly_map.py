@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from anomalib.models.components import GaussianBlur2d
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 EPS = 1e-8
 
@@ -46,7 +46,10 @@ class CosineAnomalyMap(nn.Module):
     """
 
     def __init__(
-        self, mode: Literal["add", "multiply"] = "add", sigma: float = 4.0, separable_blur: bool = True
+        self,
+        mode: Literal["add", "multiply"] = "add",
+        sigma: float = 4.0,
+        separable_blur: bool = True,
     ) -> None:
         super().__init__()
         if mode not in {"add", "multiply"}:

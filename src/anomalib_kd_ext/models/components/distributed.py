@@ -26,8 +26,9 @@ def find_unused_parameters_in_ddp(trainer: Trainer | None, model_name: str) -> N
     strategy = getattr(trainer, "strategy", None)
     if not isinstance(strategy, DDPStrategy):
         return
-    # Lightning keeps the keyword arguments for DistributedDataParallel here until it wraps the model.
-    ddp_kwargs = strategy._ddp_kwargs
+    # Adapter: Lightning keeps the DistributedDataParallel keyword arguments in a private attribute until it wraps
+    # the model and has no public setter; a public `DDPStrategy.ddp_kwargs` (Lightning issue) would remove this.
+    ddp_kwargs = strategy._ddp_kwargs  # noqa: SLF001
     if ddp_kwargs.get("find_unused_parameters") is False:
         msg = (
             f"{model_name} trains part of its parameters at a time, which DistributedDataParallel only allows with "

@@ -15,6 +15,7 @@ produce, and every exported score collapses (DSKD on MVTec bottle: image AUROC 0
 quantised here; everything downstream of the first feature normalisation runs in FP32.
 """
 
+import logging
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,12 @@ from anomalib.post_processing import PostProcessor
 
 if TYPE_CHECKING:
     import openvino as ov
+    from anomalib.data import AnomalibDataModule
+
+logger = logging.getLogger(__name__)
+
+# anomalib's recommendation for INT8 calibration (``ExportMixin._post_training_quantization_ov``).
+MIN_CALIBRATION_IMAGES = 300
 
 CALIBRATED_COMPRESSION = {CompressionType.INT8_PTQ, CompressionType.INT8_ACQ}
 
@@ -99,7 +106,7 @@ class GuardedExportMixin:
     """Put before ``AnomalibModule`` in the bases: checks anomalib's export methods and cleans up after them."""
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
-        """anomalib's ``to_torch``, refused for an untrained model."""
+        """Anomalib's ``to_torch``, refused for an untrained model."""
         check_exportable(self)
         with removed_on_failure(export_root, ExportType.TORCH):
             return super().to_torch(export_root, model_file_name)  # type: ignore[misc]
@@ -109,9 +116,9 @@ class GuardedExportMixin:
         export_root: Path | str,
         model_file_name: str = "model",
         input_size: tuple[int, int] | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # noqa: ANN401  # passed through to anomalib's to_onnx
     ) -> Path:
-        """anomalib's ``to_onnx``, refused for an untrained model."""
+        """Anomalib's ``to_onnx``, refused for an untrained model."""
         check_exportable(self)
         with removed_on_failure(export_root, ExportType.ONNX):
             return super().to_onnx(export_root, model_file_name, input_size, **kwargs)  # type: ignore[misc]
@@ -122,10 +129,10 @@ class GuardedExportMixin:
         model_file_name: str = "model",
         input_size: tuple[int, int] | None = None,
         compression_type: CompressionType | None = None,
-        datamodule: Any = None,
-        **kwargs: Any,
+        datamodule: "AnomalibDataModule | None" = None,
+        **kwargs: Any,  # noqa: ANN401  # passed through to anomalib's to_openvino
     ) -> Path:
-        """anomalib's ``to_openvino``; INT8 quantisation without calibration data is refused before any work."""
+        """Anomalib's ``to_openvino``; INT8 quantisation without calibration data is refused before any work."""
         check_exportable(self)
         calibrated = compression_type is not None and CompressionType(compression_type) in CALIBRATED_COMPRESSION
         if calibrated and datamodule is None:
@@ -144,13 +151,28 @@ class GuardedExportMixin:
                 **kwargs,
             )
 
-    def _post_training_quantization_ov(self, model: "ov.Model", datamodule: Any = None) -> "ov.Model":
-        """anomalib's INT8 PTQ (calibration on the datamodule's validation images), anomaly-map tail kept in FP32."""
+    @staticmethod
+    def _post_training_quantization_ov(model: "ov.Model", datamodule: "AnomalibDataModule | None" = None) -> "ov.Model":
+        """Anomalib's INT8 PTQ (calibration on the datamodule's validation images), anomaly-map tail kept in FP32.
+
+        Raises:
+            ValueError: If ``datamodule`` is ``None``.
+        """
         import nncf
 
+        if datamodule is None:
+            msg = "INT8_PTQ compression needs a datamodule with calibration images (`datamodule=` to Engine.export)."
+            raise ValueError(msg)
         datamodule.setup("fit")
         if model.input(0).partial_shape[0].is_static:
             datamodule.train_batch_size = model.input(0).shape[0]
-        calibration = nncf.Dataset(datamodule.val_dataloader(), lambda batch: batch["image"])
+        dataloader = datamodule.val_dataloader()
+        if len(dataloader.dataset) < MIN_CALIBRATION_IMAGES:
+            logger.warning(
+                "INT8 calibration: %d images, more than %d recommended",
+                len(dataloader.dataset),
+                MIN_CALIBRATION_IMAGES,
+            )
+        calibration = nncf.Dataset(dataloader, lambda batch: batch["image"])
         ignored = nncf.IgnoredScope(names=anomaly_map_tail(model), validate=False)
         return nncf.quantize(model, calibration, ignored_scope=ignored)

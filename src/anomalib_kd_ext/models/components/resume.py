@@ -39,7 +39,7 @@ CHECKPOINT_KEY = "kd_random_state"
 def capture_random_state() -> dict[str, Any]:
     """States of Python's, NumPy's and torch's global generators, as tensors and lists (``weights_only``-safe)."""
     version, internal, gauss = random.getstate()
-    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002  # the legacy global generator is what user code seeds
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian],
@@ -55,7 +55,8 @@ def restore_random_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, position, has_gauss, cached_gaussian = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    legacy = (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)
+    np.random.set_state(legacy)  # noqa: NPY002  # the legacy global generator is what user code seeds
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = state["cuda"]

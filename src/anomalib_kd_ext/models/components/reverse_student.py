@@ -96,10 +96,10 @@ class GeneratedBottleneck(nn.Module):
         super().__init__()
         coarse_channels, coarse_stride = channels[-1], strides[-1]
         self.align = nn.ModuleList()
-        for level_channels, stride in zip(channels, strides, strict=True):
+        for level_channels, level_stride in zip(channels, strides, strict=True):
             steps: list[nn.Module] = []
-            in_channels = level_channels
-            for _ in range(_doublings(stride, coarse_stride)):
+            in_channels, stride = level_channels, level_stride
+            for _ in range(_doublings(level_stride, coarse_stride)):
                 stride *= 2
                 # Each step takes the width of the teacher level at the stride it reaches, if there is one.
                 out_channels = next(c for c, s in zip(channels, strides, strict=True) if s >= stride)
@@ -176,21 +176,27 @@ class ReverseStudent(nn.Module):
         return list(self.decoder(self.bottleneck(list(features))))
 
 
-def _check_strides(backbone: str, layers: Sequence[str], strides: Sequence[int]) -> None:
+def _stride_problem(strides: Sequence[int]) -> str | None:
+    """Why ``strides`` cannot be decoded (each level must double the previous one at least once), or ``None``."""
     try:
         for fine, coarse in itertools.pairwise(strides):
             if _doublings(fine, coarse) < 1:
-                msg = f"two levels share stride {fine}"
-                raise ValueError(msg)
+                return f"two levels share stride {fine}"
     except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_strides(backbone: str, layers: Sequence[str], strides: Sequence[int]) -> None:
+    if (problem := _stride_problem(strides)) is not None:
         msg = (
             f"No reverse-distillation decoder rule for backbone '{backbone}' with layers {list(layers)} "
-            f"(strides {list(strides)}: {exc}). Supported: anomalib's ResNet decoders for "
+            f"(strides {list(strides)}: {problem}). Supported: anomalib's ResNet decoders for "
             f"{sorted(ANOMALIB_RESNET_STUDENTS)} at layers {list(RESNET_LAYERS)}, and generated decoders for timm "
             "CNNs whose chosen levels have strictly doubling strides (e.g. tf_efficientnet_lite0 at "
             "['blocks.1', 'blocks.2', 'blocks.4'])."
         )
-        raise ValueError(msg) from exc
+        raise ValueError(msg) from None
 
 
 def build_reverse_student(

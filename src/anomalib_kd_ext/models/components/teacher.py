@@ -203,7 +203,10 @@ class Teacher(nn.Module):
             msg = f"Unknown timm backbone '{backbone}'. Similar timm names: {close or 'none'}."
             raise ValueError(msg)
         if "vit" in backbone.lower():
-            msg = f"Backbone '{backbone}' is a vision transformer; these models need a CNN teacher with a feature pyramid."
+            msg = (
+                f"Backbone '{backbone}' is a vision transformer; these models need a CNN teacher with a feature "
+                "pyramid."
+            )
             raise ValueError(msg)
         if backbone_weights is not None and not pre_trained:
             msg = "`backbone_weights` was given with `pre_trained=False`: set `pre_trained=True` to load the file."
@@ -230,7 +233,7 @@ class Teacher(nn.Module):
         self.channels: list[int] = list(self.extractor.out_dims)
         self.strides: list[int] = list(self.extractor.reductions)
         for parameter in self.parameters():
-            parameter.requires_grad_(False)
+            parameter.requires_grad_(requires_grad=False)
         self.eval()
 
     @staticmethod
@@ -267,7 +270,7 @@ class Teacher(nn.Module):
     def train(self, mode: bool = True) -> "Teacher":
         """Keep the teacher in eval mode whatever the mode of its parent."""
         del mode
-        return super().train(False)
+        return super().train(mode=False)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Return the feature maps of ``images`` (N, 3, H, W), one per level, fine to coarse."""

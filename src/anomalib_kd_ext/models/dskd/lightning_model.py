@@ -129,7 +129,7 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         return optim.Adam(parameters, lr=self.learning_rate, betas=self.betas)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        """anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
+        """Anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
         check_trainer_dataset(self._trainer)
         return super().configure_callbacks()
 
@@ -171,5 +171,5 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """anomalib's default metrics plus AUPRO (FPR limit 0.3)."""
+        """Anomalib's default metrics plus AUPRO (FPR limit 0.3)."""
         return kd_evaluator()

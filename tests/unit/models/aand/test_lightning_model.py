@@ -18,6 +18,7 @@ RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "p
 
 
 def _small_aand(**kwargs: object) -> AAND:
+    """Build an AAND on an untrained ResNet-18 with 64x64 inputs."""
     return AAND(**RESNET18, pre_processor=AAND.configure_pre_processor(image_size=(64, 64)), **kwargs)
 
 
@@ -29,10 +30,12 @@ class ParameterWatcher(Callback):
         self._before: dict[str, torch.Tensor] = {}
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Snapshot every parameter before the epoch trains."""
         del trainer
         self._before = {name: p.detach().clone() for name, p in pl_module.model.named_parameters()}
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Record the stage, the changed parameter groups, the learning rates and the student's gradients."""
         changed = {"teacher": False, "raa": False, "student": False}
         for name, parameter in pl_module.model.named_parameters():
             if not torch.equal(parameter.detach(), self._before[name]):
@@ -49,6 +52,7 @@ class ParameterWatcher(Callback):
 
 
 def _fit(model: AAND, dataset: Path, tmp_path: Path, callbacks: list[Callback]) -> Engine:
+    """Fit ``model`` on the tiny dataset on the CPU and return the engine."""
     seed_everything(0)
     datamodule = MVTecAD(root=dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
     engine = Engine(
@@ -64,6 +68,7 @@ def _fit(model: AAND, dataset: Path, tmp_path: Path, callbacks: list[Callback]) 
 
 
 def test_stage_switch_and_parameter_partition(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Amplification trains only the RAA, distillation only the student; the checkpoint keeps both."""
     model = _small_aand(amplification_epochs=2, distillation_epochs=1)
     assert model.trainer_arguments["max_epochs"] == 3
     watcher = ParameterWatcher()
@@ -83,6 +88,7 @@ def test_stage_switch_and_parameter_partition(tiny_dataset: Path, tmp_path: Path
 
 
 def test_learning_rate_steps_per_stage(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Each stage's learning rate decays at its own milestone, counted within that stage."""
     # Stage 1 of 2 epochs decays after epoch int(0.5*2)=1; stage 2 of 2 epochs decays after epoch 1 too.
     model = _small_aand(amplification_epochs=2, distillation_epochs=2, lr_milestones=(0.5,), learning_rate=0.01)
     watcher = ParameterWatcher()
@@ -96,6 +102,7 @@ def test_learning_rate_steps_per_stage(tiny_dataset: Path, tmp_path: Path) -> No
 
 
 def test_raa_and_hkd_off_is_plain_reverse_distillation(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Without RAA and HKD only the distillation stage runs, logging the RD loss and no AAND loss."""
     model = _small_aand(amplification_epochs=5, distillation_epochs=1, use_raa=False, use_hkd=False)
     assert model.model.raa is None
     assert model.trainer_arguments["max_epochs"] == 1
@@ -108,6 +115,7 @@ def test_raa_and_hkd_off_is_plain_reverse_distillation(tiny_dataset: Path, tmp_p
 
 
 def test_step_milestones() -> None:
+    """Milestone fractions become the whole epochs the reference's float milestones hit, each once."""
     assert step_milestones(100, (0.8, 0.9)) == [80, 90]
     assert step_milestones(120, (0.8, 0.9)) == [96, 108]
     assert step_milestones(30, (0.8, 0.9)) == [24, 27]
@@ -124,6 +132,7 @@ def test_step_milestones_match_multisteplr_with_float_milestones(epochs: int) ->
     import torch
 
     def rates(milestones: list[float]) -> list[float]:
+        """Learning rate of every epoch under MultiStepLR with ``milestones``."""
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
         values = []
@@ -147,11 +156,13 @@ def test_step_milestones_match_multisteplr_with_float_milestones(epochs: int) ->
     ],
 )
 def test_invalid_arguments(kwargs: dict, match: str) -> None:
+    """Each invalid constructor argument raises a ValueError naming it."""
     with pytest.raises(ValueError, match=match):
         AAND(**RESNET18, **kwargs)
 
 
 def test_unsupported_input_size_fails_at_construction() -> None:
+    """An input size that is not a multiple of 32 is refused at construction."""
     with pytest.raises(ValueError, match="multiples of 32"):
         AAND(**RESNET18, pre_processor=AAND.configure_pre_processor(image_size=(72, 72)))
 
@@ -165,12 +176,14 @@ def test_unsupported_input_size_fails_before_training(tiny_dataset: Path, tmp_pa
 
 
 def test_missing_texture_folder_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+    """A missing texture folder makes fitting fail with a FileNotFoundError naming it."""
     model = _small_aand(texture_dir=str(tmp_path / "dtd_missing"))
     with pytest.raises(FileNotFoundError, match="dtd_missing"):
         _fit(model, tiny_dataset, tmp_path, [])
 
 
 def test_missing_dataset_root(tmp_path: Path) -> None:
+    """Fitting on a missing dataset root fails with an error naming the root."""
     model = _small_aand(amplification_epochs=1, distillation_epochs=1)
     datamodule = MVTecAD(root=tmp_path / "no_dataset", category="tiny", num_workers=0)
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False)

@@ -12,6 +12,7 @@ from anomalib_kd_ext.models.aand.loss import AmplificationLoss, GateFocalLoss, H
 
 
 def _cos(a: list[float], b: list[float]) -> float:
+    """Cosine similarity of two vectors, in plain Python."""
     dot = sum(x * y for x, y in zip(a, b, strict=True))
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
@@ -22,6 +23,7 @@ def _vectors(feature: torch.Tensor) -> list[list[float]]:
 
 
 def test_hkd_by_hand() -> None:
+    """The HKD loss equals the hand-computed hard-position and global terms, or the global term alone."""
     # One level, batch 1, C=2, 2x2 positions, k_hard=2.
     teacher = torch.tensor([[[[1.0, 0.0], [1.0, 2.0]], [[0.0, 1.0], [1.0, 0.0]]]])
     student = torch.tensor([[[[1.0, 1.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 1.0]]]])
@@ -36,6 +38,7 @@ def test_hkd_by_hand() -> None:
 
 
 def test_hkd_sums_levels_and_averages_batch() -> None:
+    """The HKD loss sums over pyramid levels and averages over the images of the batch."""
     torch.manual_seed(0)
     levels_t = [torch.rand(3, 4, 4, 4), torch.rand(3, 8, 2, 2)]
     levels_s = [torch.rand(3, 4, 4, 4), torch.rand(3, 8, 2, 2)]
@@ -50,6 +53,7 @@ def test_hkd_sums_levels_and_averages_batch() -> None:
 
 
 def test_hkd_k_hard_larger_than_positions() -> None:
+    """A k_hard above the number of positions, or not positive, raises ValueError."""
     with pytest.raises(ValueError, match="k_hard=10 exceeds the 4 positions"):
         HardKnowledgeDistillationLoss(k_hard=10)([torch.rand(1, 2, 2, 2)], [torch.rand(1, 2, 2, 2)])
     with pytest.raises(ValueError, match="positive"):
@@ -57,6 +61,7 @@ def test_hkd_k_hard_larger_than_positions() -> None:
 
 
 def test_amplification_loss_by_hand() -> None:
+    """The amplification loss equals the hinge computed by hand over foreground normal positions."""
     # 2x2 positions, C=2: positions 0 and 1 normal, position 3 anomalous, position 2 background.
     features = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]], [[0.0, 1.0], [1.0, 1.0]]]])
     amplified = features.clone()
@@ -72,12 +77,14 @@ def test_amplification_loss_by_hand() -> None:
 
 
 def test_amplification_loss_zero_without_anomaly() -> None:
+    """The amplification loss is zero when the masks hold no anomalous position."""
     features = torch.rand(2, 4, 4, 4, requires_grad=True)
     mask = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
     assert float(AmplificationLoss()([features], [features * 2], [mask])) == 0.0
 
 
 def test_amplification_loss_caps_samples() -> None:
+    """The amplification loss stays finite with capped normal and anomalous sample counts."""
     torch.manual_seed(0)
     features = torch.rand(1, 4, 8, 8)
     mask = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
@@ -87,6 +94,7 @@ def test_amplification_loss_caps_samples() -> None:
 
 
 def test_focal_loss_by_hand() -> None:
+    """The gate focal loss equals the focal loss computed by hand."""
     gate = torch.tensor([[[[0.9, 0.2]]]])
     mask = torch.tensor([[[[1.0, 0.0]]]])
     alpha, gamma = 0.8, 2.0
@@ -97,6 +105,7 @@ def test_focal_loss_by_hand() -> None:
 
 
 def test_focal_loss_finite_at_saturated_gate() -> None:
+    """The gate focal loss stays finite for gate values of exactly 0 and 1."""
     gate = torch.tensor([[[[0.0, 1.0]]]])
     mask = torch.tensor([[[[1.0, 0.0]]]])
     assert torch.isfinite(GateFocalLoss()([gate], [mask]))

@@ -31,16 +31,19 @@ def _reference_encoding(channels: int, height: int, width: int) -> torch.Tensor:
 
 
 def test_positional_encoding_values_and_size() -> None:
+    """The positional encoding equals the element-wise reference and has the requested shape."""
     assert torch.allclose(positional_encoding_2d(8, 3, 5), _reference_encoding(8, 3, 5), atol=1e-6)
     assert positional_encoding_2d(16, 7, 9).shape == (16, 7, 9)
 
 
 def test_positional_encoding_needs_multiple_of_four() -> None:
+    """A channel count not divisible by 4 raises ValueError."""
     with pytest.raises(ValueError, match="divisible by 4"):
         positional_encoding_2d(6, 4, 4)
 
 
 def test_positional_encoding_not_saved_and_follows_feature_size() -> None:
+    """The positional encoding is not in the state dict and follows the feature size."""
     raa = ResidualAnomalyAmplification(channels=16, num_items=5)
     assert all("pos" not in key for key in raa.state_dict())
     for size in [(8, 8), (10, 6)]:
@@ -50,6 +53,7 @@ def test_positional_encoding_not_saved_and_follows_feature_size() -> None:
 
 
 def test_gate_strictly_between_zero_and_one() -> None:
+    """The gate stays strictly between 0 and 1, even for large features."""
     torch.manual_seed(0)
     gate = MatchingGuidedResidualGate(channels=32, hidden_channels=64, num_items=50)
     w = gate(torch.randn(4, 32, 12, 12) * 10)
@@ -58,6 +62,7 @@ def test_gate_strictly_between_zero_and_one() -> None:
 
 
 def test_amplified_equals_features_where_gate_is_zero() -> None:
+    """Features are unchanged where the gate is 0 and scaled by 1 + scale where it is 1."""
     raa = ResidualAnomalyAmplification(channels=16, num_items=5)
     features = torch.rand(2, 16, 8, 8)
     gate = torch.zeros(2, 1, 8, 8)
@@ -69,6 +74,7 @@ def test_amplified_equals_features_where_gate_is_zero() -> None:
 
 
 def test_residual_is_gate_times_scaled_features() -> None:
+    """The added residual is gate times scale times features, with the scale below 1 in magnitude."""
     raa = ResidualAnomalyAmplification(channels=16, num_items=5)
     features = torch.rand(2, 16, 8, 8)
     output = raa(features)
@@ -77,6 +83,7 @@ def test_residual_is_gate_times_scaled_features() -> None:
 
 
 def test_memory_and_mlp_sizes() -> None:
+    """The memory bank and the MLP widths have the expected sizes."""
     raa = ResidualAnomalyAmplification(channels=1024, num_items=50)
     assert raa.gate.memory.shape == (100, 1024)
     assert raa.gate.query_projector[0].out_channels == 1024  # hidden = min(2C, 1024)
@@ -84,6 +91,7 @@ def test_memory_and_mlp_sizes() -> None:
 
 
 def test_no_nan_on_all_zero_features() -> None:
+    """All-zero features give a finite gate and finite amplified features."""
     raa = ResidualAnomalyAmplification(channels=16, num_items=5)
     output = raa(torch.zeros(1, 16, 8, 8))
     assert torch.isfinite(output.gate).all()
@@ -91,6 +99,7 @@ def test_no_nan_on_all_zero_features() -> None:
 
 
 def test_gate_off_gives_ungated_residual() -> None:
+    """Without the gate, the whole residual is added and the gate output is None."""
     raa = ResidualAnomalyAmplification(channels=16, num_items=5, use_gate=False)
     features = torch.rand(1, 16, 8, 8)
     output = raa(features)

@@ -19,12 +19,14 @@ from anomalib_kd_ext.models.aand.synthesis import (
 
 
 def _disc_images(batch_size: int = 2, size: int = 64) -> torch.Tensor:
+    """A batch of grey images of a bright disc on a dark background."""
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.3 * size) ** 2).float()
     return (0.1 + 0.7 * disc).expand(batch_size, 3, size, size).clone()
 
 
 def test_anomalies_only_inside_masks() -> None:
+    """Synthetic anomalies change the images only inside their binary masks."""
     torch.manual_seed(0)
     images = torch.rand(4, 3, 64, 64)
     batch = SyntheticAnomalyGenerator(probability=1.0, foreground="off")(images)
@@ -36,6 +38,7 @@ def test_anomalies_only_inside_masks() -> None:
 
 
 def test_probability_zero_leaves_images_clean() -> None:
+    """With probability 0 the images are unchanged and the masks empty."""
     images = torch.rand(3, 3, 32, 32)
     batch = SyntheticAnomalyGenerator(probability=0.0, foreground="off")(images)
     assert torch.equal(batch.images, images)
@@ -43,6 +46,7 @@ def test_probability_zero_leaves_images_clean() -> None:
 
 
 def test_masks_stay_in_foreground() -> None:
+    """Anomaly masks lie within the threshold foreground."""
     torch.manual_seed(1)
     images = _disc_images(4)
     batch = SyntheticAnomalyGenerator(probability=1.0, foreground="threshold", foreground_threshold=0.4)(images)
@@ -51,6 +55,7 @@ def test_masks_stay_in_foreground() -> None:
 
 
 def test_auto_foreground_finds_object_and_keeps_textures_whole() -> None:
+    """Auto foreground finds bright and dark objects and keeps a texture whole."""
     images = _disc_images(1)
     foreground = foreground_masks(images, mode="auto")
     assert foreground[0, 0, 32, 32] == 1
@@ -63,6 +68,7 @@ def test_auto_foreground_finds_object_and_keeps_textures_whole() -> None:
 
 
 def test_threshold_foreground_invert() -> None:
+    """The inverted threshold foreground is the complement of the normal one."""
     images = _disc_images(1)
     normal = foreground_masks(images, mode="threshold", threshold=0.4)
     inverted = foreground_masks(images, mode="threshold", threshold=0.4, invert=True)
@@ -70,6 +76,7 @@ def test_threshold_foreground_invert() -> None:
 
 
 def test_texture_folder(tmp_path: Path) -> None:
+    """Textures are found in the given folder and used to synthesise anomalies."""
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "t.png")
     generator = SyntheticAnomalyGenerator(texture_dir=str(tmp_path), probability=1.0, foreground="off")
     assert generator.load_textures() == [tmp_path / "t.png"]
@@ -78,6 +85,7 @@ def test_texture_folder(tmp_path: Path) -> None:
 
 
 def test_missing_or_empty_texture_folder(tmp_path: Path) -> None:
+    """A missing or image-less texture folder raises FileNotFoundError."""
     with pytest.raises(FileNotFoundError, match="no_textures_here"):
         SyntheticAnomalyGenerator(texture_dir=str(tmp_path / "no_textures_here")).load_textures()
     with pytest.raises(FileNotFoundError, match="holds no images"):
@@ -93,6 +101,7 @@ def test_missing_or_empty_texture_folder(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_arguments(kwargs: dict, match: str) -> None:
+    """Each invalid generator argument raises a ValueError naming it."""
     with pytest.raises(ValueError, match=match):
         SyntheticAnomalyGenerator(**kwargs)
 
@@ -116,8 +125,12 @@ def _object_on_background(object_level: float, background_level: float, size: in
     ],
 )
 def test_reference_threshold_rules_find_the_object(
-    family: str, category: str, object_level: float, background_level: float
+    family: str,
+    category: str,
+    object_level: float,
+    background_level: float,
 ) -> None:
+    """Each reference threshold rule marks the object centre as foreground, the corner as background."""
     rule = REFERENCE_RULES[family][category]
     assert rule.mode == "threshold"
     foreground = foreground_masks(_object_on_background(object_level, background_level), *rule)
@@ -126,12 +139,14 @@ def test_reference_threshold_rules_find_the_object(
 
 
 def test_reference_texture_rule_keeps_everything_but_black() -> None:
+    """The texture rule (threshold 0) keeps every pixel of a non-black image."""
     rule = REFERENCE_RULES["MVTecAD"]["carpet"]
     assert rule == ("threshold", 0.0, False)
     assert foreground_masks(torch.rand(1, 3, 64, 64) * 0.5 + 0.1, *rule).all()
 
 
 def test_reference_shapes() -> None:
+    """The reference disc and box rules give fixed-size shapes independent of the content."""
     images = torch.rand(2, 3, 100, 100)
     disc = foreground_masks(images, *REFERENCE_RULES["MVTecAD"]["bottle"])
     assert REFERENCE_RULES["MVTecAD"]["cable"].mode == "disc"  # the reference's effective rule (see REFERENCE_RULES)
@@ -147,6 +162,7 @@ def test_reference_shapes() -> None:
 
 
 def test_reference_rule_follows_the_datamodule(tmp_path: Path) -> None:
+    """The reference rule follows the datamodule's family and category, else falls back to auto."""
     from anomalib.data import Folder, MVTecAD, Visa
 
     assert reference_rule(MVTecAD(root=tmp_path, category="bottle")).mode == "disc"
@@ -159,9 +175,11 @@ def test_reference_rule_follows_the_datamodule(tmp_path: Path) -> None:
 
 
 def test_generator_uses_the_resolved_rule() -> None:
+    """The generator uses auto until given a rule, then keeps the masks in that rule's foreground."""
     generator = SyntheticAnomalyGenerator(probability=1.0, foreground="reference")
     assert generator.rule.mode == "auto"  # until the model resolves the category's rule at fit start
     generator.use_rule(REFERENCE_RULES["MVTecAD"]["bottle"])
     batch = generator(torch.rand(2, 3, 64, 64))
-    assert batch.foreground[0, 0, 0, 0] == 0 and batch.foreground[0, 0, 32, 32] == 1
+    assert batch.foreground[0, 0, 0, 0] == 0
+    assert batch.foreground[0, 0, 32, 32] == 1
     assert (batch.masks <= batch.foreground).all()

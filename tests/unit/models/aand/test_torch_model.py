@@ -14,12 +14,14 @@ RESNET18 = {"backbone": "resnet18", "layers": ("layer1", "layer2", "layer3"), "p
 
 @pytest.fixture(scope="module")
 def model() -> AANDModel:
+    """An untrained ResNet-18 AAND model shared by the module's tests."""
     torch.manual_seed(0)
     return AANDModel(**RESNET18)
 
 
 @pytest.mark.parametrize("size", [(256, 256), (320, 224), (64, 96)])
 def test_inference_shapes(model: AANDModel, size: tuple[int, int]) -> None:
+    """Inference gives a full-size anomaly map and a score equal to its maximum."""
     model.eval()
     with torch.no_grad():
         output = model(torch.rand(2, 3, *size))
@@ -30,6 +32,7 @@ def test_inference_shapes(model: AANDModel, size: tuple[int, int]) -> None:
 
 
 def test_training_mode_returns_amplified_and_reconstruction(model: AANDModel) -> None:
+    """Training mode returns frozen amplified features and trainable reconstructions alike in shape."""
     model.train()
     amplified, reconstructed = model(torch.rand(2, 3, 256, 256))
     assert [a.shape for a in amplified] == [r.shape for r in reconstructed]
@@ -39,12 +42,17 @@ def test_training_mode_returns_amplified_and_reconstruction(model: AANDModel) ->
 
 
 def test_amplification_forward_uses_ground_truth_gate(model: AANDModel) -> None:
+    """The amplification forward keeps normal positions unchanged and returns trainable gates."""
     model.train()
     masks = torch.zeros(2, 1, 64, 64)
     masks[:, :, :32] = 1.0
     output = model.amplification_forward(torch.rand(2, 3, 64, 64), masks)
     for feature, amplified, mask, gate in zip(
-        output.features, output.amplified, output.masks, output.gates, strict=True
+        output.features,
+        output.amplified,
+        output.masks,
+        output.gates,
+        strict=True,
     ):
         normal = ~mask.expand_as(feature)
         assert torch.equal(amplified[normal], feature[normal])
@@ -53,6 +61,7 @@ def test_amplification_forward_uses_ground_truth_gate(model: AANDModel) -> None:
 
 
 def test_downsample_mask_pools_then_thresholds() -> None:
+    """Mask downsampling average-pools, then thresholds the coverage."""
     mask = torch.zeros(1, 1, 4, 4)
     mask[..., 0, 0] = 1.0  # a quarter of the top-left 2x2 cell: 0.25 < 0.3
     mask[..., 2:, 2:] = 1.0
@@ -60,6 +69,7 @@ def test_downsample_mask_pools_then_thresholds() -> None:
 
 
 def test_unsupported_size_is_a_clear_error(model: AANDModel) -> None:
+    """An input size that is not a multiple of 32 raises a ValueError saying so."""
     model.eval()
     with pytest.raises(ValueError, match="multiples of 32"):
         model(torch.rand(1, 3, 100, 100))

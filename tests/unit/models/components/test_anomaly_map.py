@@ -11,6 +11,7 @@ from anomalib_kd_ext.models.components import CosineAnomalyMap, anomaly_score, c
 
 
 def test_identical_features_give_zero_map() -> None:
+    """Identical teacher and student features give an all-zero map of the requested size."""
     features = [torch.rand(2, 8, 16, 16), torch.rand(2, 16, 8, 8)]
     anomaly_map = CosineAnomalyMap()(features, features, (64, 48))
     assert anomaly_map.shape == (2, 1, 64, 48)
@@ -19,6 +20,7 @@ def test_identical_features_give_zero_map() -> None:
 
 @pytest.mark.parametrize(("mode", "expected"), [("add", 2.0 + 1.0), ("multiply", 2.0 * 1.0)])
 def test_fusion_of_constant_distances(mode: str, expected: float) -> None:
+    """Constant per-level distances are fused by adding or by multiplying."""
     teacher = [torch.ones(1, 4, 8, 8), torch.ones(1, 4, 4, 4)]
     opposite = -teacher[0]  # distance 2 everywhere
     orthogonal = torch.zeros(1, 4, 4, 4)
@@ -30,6 +32,7 @@ def test_fusion_of_constant_distances(mode: str, expected: float) -> None:
 
 
 def test_zero_features_do_not_give_nan() -> None:
+    """All-zero features give a finite map and a finite distance."""
     zeros = [torch.zeros(1, 4, 8, 8)]
     anomaly_map = CosineAnomalyMap()(zeros, zeros, (32, 32))
     assert torch.isfinite(anomaly_map).all()
@@ -37,12 +40,14 @@ def test_zero_features_do_not_give_nan() -> None:
 
 
 def test_score_is_map_maximum() -> None:
+    """The anomaly score is the maximum of each image's map."""
     anomaly_map = torch.zeros(3, 1, 8, 8)
     anomaly_map[1, 0, 2, 5] = 0.7
     assert anomaly_score(anomaly_map).flatten().tolist() == pytest.approx([0.0, 0.7, 0.0])
 
 
 def test_bad_mode() -> None:
+    """An unknown fusion mode raises ValueError."""
     with pytest.raises(ValueError, match="'add' or 'multiply'"):
         CosineAnomalyMap(mode="max")
 

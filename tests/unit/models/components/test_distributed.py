@@ -12,19 +12,24 @@ from anomalib_kd_ext.models.components import find_unused_parameters_in_ddp
 
 
 def test_ddp_left_to_choose_gets_find_unused_parameters() -> None:
+    """A DDP strategy without the setting gets find_unused_parameters=True."""
     strategy = DDPStrategy()
     find_unused_parameters_in_ddp(SimpleNamespace(strategy=strategy), "AAND")
-    assert strategy._ddp_kwargs["find_unused_parameters"] is True
+    # Lightning keeps the DistributedDataParallel keyword arguments in a private attribute, with no public getter.
+    assert strategy._ddp_kwargs["find_unused_parameters"] is True  # noqa: SLF001
 
 
 def test_user_choice_true_is_kept_and_false_is_refused_with_the_fix() -> None:
+    """An explicit True is kept unchanged; an explicit False raises a ValueError naming the fix."""
     chosen = DDPStrategy(find_unused_parameters=True, static_graph=False)
     find_unused_parameters_in_ddp(SimpleNamespace(strategy=chosen), "AAND")
-    assert chosen._ddp_kwargs == {"find_unused_parameters": True, "static_graph": False}
+    # Private attribute read as above: Lightning has no public getter for the DDP keyword arguments.
+    assert chosen._ddp_kwargs == {"find_unused_parameters": True, "static_graph": False}  # noqa: SLF001
     with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
         find_unused_parameters_in_ddp(SimpleNamespace(strategy=DDPStrategy(find_unused_parameters=False)), "AAND")
 
 
 def test_other_strategies_and_no_trainer_are_left_alone() -> None:
+    """Other strategies and a missing trainer pass without error."""
     find_unused_parameters_in_ddp(SimpleNamespace(strategy=SingleDeviceStrategy("cpu")), "AAND")
     find_unused_parameters_in_ddp(None, "AAND")

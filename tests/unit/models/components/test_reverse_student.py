@@ -13,6 +13,7 @@ from anomalib_kd_ext.models.components.reverse_student import required_input_mul
 
 
 def test_resnet_teacher_uses_anomalib_blocks() -> None:
+    """A ResNet teacher gets anomalib's OCBE and ResNet decoder, reproducing the feature shapes."""
     student = build_reverse_student("resnet18", ["layer1", "layer2", "layer3"], [64, 128, 256], [4, 8, 16])
     assert isinstance(student.bottleneck, OCBE)
     assert isinstance(student.decoder, ResNetDecoder)
@@ -21,8 +22,12 @@ def test_resnet_teacher_uses_anomalib_blocks() -> None:
 
 
 def test_wide_resnet_bottleneck_is_wide_as_in_rd4ad() -> None:
+    """A Wide ResNet teacher gets RD4AD's wide bottleneck."""
     student = build_reverse_student(
-        "wide_resnet50_2.tv_in1k", ["layer1", "layer2", "layer3"], [256, 512, 1024], [4, 8, 16]
+        "wide_resnet50_2.tv_in1k",
+        ["layer1", "layer2", "layer3"],
+        [256, 512, 1024],
+        [4, 8, 16],
     )
     first_block = student.bottleneck.bn_layer[0]
     assert first_block.conv1.out_channels == 1024  # 512 planes x (128 / 64) width, RD4AD's wide bottleneck
@@ -30,6 +35,7 @@ def test_wide_resnet_bottleneck_is_wide_as_in_rd4ad() -> None:
 
 @pytest.mark.parametrize("size", [(256, 256), (320, 224)])
 def test_generated_student_matches_teacher_shapes(size: tuple[int, int]) -> None:
+    """An EfficientNet teacher gets a generated decoder reproducing its feature shapes."""
     teacher = Teacher("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], pre_trained=False)
     student = build_reverse_student("tf_efficientnet_lite0", teacher.layers, teacher.channels, teacher.strides)
     assert isinstance(student.decoder, GeneratedDecoder)
@@ -39,17 +45,20 @@ def test_generated_student_matches_teacher_shapes(size: tuple[int, int]) -> None
 
 
 def test_generated_decoder_output_is_not_rectified() -> None:
+    """The generated decoder can output negative values."""
     student = build_reverse_student("tf_efficientnet_lite0", ["a", "b"], [8, 16], [4, 8])
     outputs = student([torch.randn(2, 8, 16, 16), torch.randn(2, 16, 8, 8)])
     assert all((o < 0).any() for o in outputs)  # EfficientNet features are signed
 
 
 def test_resnet_with_other_layers_gets_generated_student() -> None:
+    """A ResNet with other layers than anomalib's decoder expects gets a generated decoder."""
     student = build_reverse_student("resnet18", ["layer2", "layer3"], [128, 256], [8, 16])
     assert isinstance(student.decoder, GeneratedDecoder)
 
 
 def test_no_decoder_rule_lists_supported() -> None:
+    """Backbones that no decoder rule fits raise ValueError with an explanatory message."""
     with pytest.raises(ValueError, match="Supported: anomalib's ResNet decoders"):
         build_reverse_student("some_cnn", ["a", "b"], [16, 32], [8, 8])
     with pytest.raises(ValueError, match="No reverse-distillation decoder rule"):
@@ -69,6 +78,7 @@ def test_every_student_parameter_gets_a_gradient(
     channels: list[int],
     strides: list[int],
 ) -> None:
+    """Every student parameter receives a gradient."""
     student = build_reverse_student(backbone, layers, channels, strides)
     features = [torch.rand(1, c, 64 // s, 64 // s) for c, s in zip(channels, strides, strict=True)]
     sum(f.mean() for f in student(features)).backward()

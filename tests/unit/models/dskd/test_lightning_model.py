@@ -17,6 +17,7 @@ RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "p
 
 
 def test_one_epoch_trains_students_only(tiny_dataset: Path, tmp_path: Path) -> None:
+    """One epoch changes both students and the embedding but not the teacher; testing gives metrics."""
     seed_everything(0)
     model = DSKD(**RESNET18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
     before = {name: p.detach().clone() for name, p in model.model.named_parameters()}
@@ -30,7 +31,7 @@ def test_one_epoch_trains_students_only(tiny_dataset: Path, tmp_path: Path) -> N
         enable_progress_bar=False,
     )
     engine.fit(model=model, datamodule=datamodule)
-    changed = {part: False for part in ("teacher", "encoder_student", "embedding", "decoder_student")}
+    changed = dict.fromkeys(("teacher", "encoder_student", "embedding", "decoder_student"), False)
     for name, parameter in model.model.named_parameters():
         if not torch.equal(parameter.detach(), before[name]):
             changed[name.split(".")[0]] = True
@@ -40,6 +41,7 @@ def test_one_epoch_trains_students_only(tiny_dataset: Path, tmp_path: Path) -> N
 
 
 def test_checkpoint_round_trip_with_weights_only(tiny_dataset: Path, tmp_path: Path) -> None:
+    """A checkpoint reloads with weights_only and gives the same anomaly maps."""
     seed_everything(0)
     model = DSKD(**RESNET18, df_source="both", pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
     datamodule = MVTecAD(root=tiny_dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
@@ -56,5 +58,6 @@ def test_checkpoint_round_trip_with_weights_only(tiny_dataset: Path, tmp_path: P
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"betas": (0.5,)}, "betas"), ({"student_weights": (1.0,)}, "student")])
 def test_invalid_arguments(kwargs: dict, match: str) -> None:
+    """Each invalid constructor argument raises a ValueError naming it."""
     with pytest.raises(ValueError, match=match):
         DSKD(**RESNET18, **kwargs)

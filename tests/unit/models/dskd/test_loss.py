@@ -13,11 +13,13 @@ from anomalib_kd_ext.models.dskd.torch_model import DSKDFeatures
 
 
 def _cos(a: list[float], b: list[float]) -> float:
+    """Cosine similarity of two vectors, in plain Python."""
     dot = sum(x * y for x, y in zip(a, b, strict=True))
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
 def test_loss_by_hand() -> None:
+    """The encoder, decoder and weighted total losses equal those computed by hand."""
     # One level, batch 1, C=2, two positions.
     teacher = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])  # vectors (1, 0) and (0, 1)
     encoder = torch.tensor([[[[1.0, 1.0]], [[1.0, 1.0]]]])  # (1, 1) and (1, 1)
@@ -35,6 +37,7 @@ def test_loss_by_hand() -> None:
 
 
 def test_switched_off_student_contributes_nothing() -> None:
+    """Without a decoder student the decoder loss is zero and the total equals the encoder loss."""
     teacher = [torch.rand(2, 4, 3, 3)]
     features = DSKDFeatures(teacher=teacher, encoder_student=[torch.rand(2, 4, 3, 3)], decoder_student=None)
     losses = DualStudentLoss()(features)
@@ -43,6 +46,7 @@ def test_switched_off_student_contributes_nothing() -> None:
 
 
 def test_invalid_weights() -> None:
+    """Student weights of the wrong length or with a negative value raise ValueError."""
     with pytest.raises(ValueError, match="student_weights"):
         DualStudentLoss(student_weights=(1.0,))
     with pytest.raises(ValueError, match="student_weights"):

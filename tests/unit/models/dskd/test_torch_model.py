@@ -3,6 +3,8 @@
 
 """DSKD torch model: shapes, gradient paths, switches and their errors."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,6 +18,7 @@ RESNET18 = {"backbone": "resnet18", "layers": ("layer1", "layer2", "layer3"), "p
 @pytest.mark.parametrize("df_source", ["student", "teacher", "both"])
 @pytest.mark.parametrize("size", [(256, 256), (320, 224)])
 def test_shapes_for_every_df_source(df_source: str, size: tuple[int, int]) -> None:
+    """Every DF source gives the expected training pyramids and full-size inference outputs."""
     model = DSKDModel(**RESNET18, df_source=df_source)
     model.train()
     features = model(torch.rand(2, 3, *size))
@@ -34,6 +37,7 @@ def test_shapes_for_every_df_source(df_source: str, size: tuple[int, int]) -> No
 
 
 def _grad_norms(model: DSKDModel, loss: torch.Tensor) -> dict[str, float]:
+    """Back-propagate ``loss`` and return the summed absolute gradient of each model part."""
     model.zero_grad()
     loss.backward()
     norms = {}
@@ -45,6 +49,7 @@ def _grad_norms(model: DSKDModel, loss: torch.Tensor) -> dict[str, float]:
 
 @pytest.mark.parametrize("detach", [False, True])
 def test_gradient_paths(detach: bool) -> None:
+    """Students and embedding get gradients, the teacher none; Sd's loss reaches Se unless detached."""
     torch.manual_seed(0)
     model = DSKDModel(**RESNET18, detach_encoder_student=detach).train()
     features = model(torch.rand(2, 3, 64, 64))
@@ -61,6 +66,7 @@ def test_gradient_paths(detach: bool) -> None:
 
 
 def test_decoder_student_off_gives_encoder_only_map() -> None:
+    """Without the decoder student, the map comes from the encoder student alone."""
     torch.manual_seed(0)
     full = DSKDModel(**RESNET18).eval()
     encoder_only = DSKDModel(**RESNET18, use_decoder_student=False).eval()
@@ -75,6 +81,7 @@ def test_decoder_student_off_gives_encoder_only_map() -> None:
 
 
 def test_map_fuses_both_students() -> None:
+    """The map compares the doubled teacher features with the sum of both students' features."""
     torch.manual_seed(0)
     model = DSKDModel(**RESNET18).eval()
     images = torch.rand(1, 3, 64, 64)
@@ -86,6 +93,7 @@ def test_map_fuses_both_students() -> None:
 
 
 def test_encoder_student_off_with_teacher_source_is_reverse_distillation() -> None:
+    """Without the encoder student and with teacher DF source, only the decoder student runs."""
     model = DSKDModel(**RESNET18, use_encoder_student=False, df_source="teacher").train()
     features = model(torch.rand(1, 3, 64, 64))
     assert features.encoder_student is None
@@ -101,18 +109,21 @@ def test_encoder_student_off_with_teacher_source_is_reverse_distillation() -> No
     ],
 )
 def test_invalid_switch_combinations(kwargs: dict, match: str) -> None:
+    """Invalid combinations of student switches and DF source raise ValueError."""
     with pytest.raises(ValueError, match=match):
         DSKDModel(**RESNET18, **kwargs)
 
 
 def test_impossible_size() -> None:
+    """An input size that is not a multiple of 32 raises ValueError."""
     model = DSKDModel(**RESNET18).eval()
     with pytest.raises(ValueError, match="multiples of 32"):
         model(torch.rand(1, 3, 200, 200))
 
 
-def test_missing_weights_file(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+def test_missing_weights_file(tmp_path: Path) -> None:
+    """A missing weights file raises a FileNotFoundError naming it."""
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
         DSKDModel(backbone="resnet18", backbone_weights=str(tmp_path / "missing.pth"))
 
 

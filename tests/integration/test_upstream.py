@@ -1,0 +1,165 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""The upstream patch generator on a copy of the installed anomalib: lint-clean, importable, trainable, tested."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import anomalib
+import pytest
+
+REPO = Path(__file__).parents[2]
+RUFF_CONFIG = REPO / "tests" / "data" / "anomalib_ruff.toml"
+
+
+def _run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def patched_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """A copy of the installed anomalib as ``src/anomalib`` with the generated patch, and the files written."""
+    root = tmp_path_factory.mktemp("anomalib_clone")
+    shutil.copytree(
+        Path(anomalib.__file__).parent, root / "src" / "anomalib", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    # anomalib's own ruff settings at the clone's root, where its pyproject.toml would hold them.
+    shutil.copyfile(RUFF_CONFIG, root / "ruff.toml")
+    command = [sys.executable, "-m", "anomalib_kd_ext.upstream", str(root), "--tests-dir", str(REPO / "tests")]
+    result = _run(command, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = [Path(line) for line in result.stdout.splitlines() if line.startswith(str(root))]
+    return root, written
+
+
+def test_patch_has_models_components_tests_docs_and_registration(patched_tree: tuple[Path, list[Path]]) -> None:
+    root, written = patched_tree
+    package = root / "src" / "anomalib" / "models"
+    for path in (
+        package / "image" / "aand" / "lightning_model.py",
+        package / "image" / "aand" / "README.md",
+        package / "image" / "dskd" / "torch_model.py",
+        package / "components" / "distillation" / "teacher.py",
+        root / "tests" / "unit" / "models" / "image" / "aand" / "test_loss.py",
+        root / "tests" / "unit" / "models" / "image" / "aand" / "aand_regression.pt",
+        root / "docs" / "source" / "markdown" / "guides" / "reference" / "models" / "image" / "dskd.md",
+    ):
+        assert path in written, path
+        assert path.is_file(), path
+    code = [path for path in written if path.suffix in {".py", ".md"}]
+    assert not [path for path in code if "anomalib_kd_ext" in path.read_text()]
+    assert "from .aand import AAND" in (package / "image" / "__init__.py").read_text()
+    assert "    DSKD,\n" in (package / "__init__.py").read_text()
+    assert (package / "image" / "aand" / "loss.py").read_text().startswith("# Copyright (C) ")
+
+
+def test_generator_is_idempotent(patched_tree: tuple[Path, list[Path]]) -> None:
+    root, written = patched_tree
+    before = {path: path.read_bytes() for path in written}
+    result = _run(
+        [sys.executable, "-m", "anomalib_kd_ext.upstream", str(root), "--tests-dir", str(REPO / "tests")], root
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {path: path.read_bytes() for path in written} == before
+
+
+def test_patch_passes_anomalib_lint(patched_tree: tuple[Path, list[Path]]) -> None:
+    root, written = patched_tree
+    python = [str(path) for path in written if path.suffix == ".py"]
+    check = _run([sys.executable, "-m", "ruff", "check", "--no-cache", *python], cwd=root)
+    assert check.returncode == 0, check.stdout[-5000:]
+    formatted = _run([sys.executable, "-m", "ruff", "format", "--check", "--no-cache", *python], cwd=root)
+    assert formatted.returncode == 0, formatted.stdout[-3000:]
+
+
+def test_not_a_source_tree_is_refused(tmp_path: Path) -> None:
+    result = _run([sys.executable, "-m", "anomalib_kd_ext.upstream", str(tmp_path)], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "is not an anomalib source tree" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+FIT_IN_COPY = """
+import sys
+from pathlib import Path
+
+import anomalib
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from anomalib.models import AAND, DSKD, get_model, list_models
+
+assert Path(anomalib.__file__).is_relative_to(Path(sys.argv[1])), anomalib.__file__
+assert "anomalib_kd_ext.models" not in sys.modules, "the plugin was imported"
+assert {"AAND", "DSKD"} <= list_models(case="pascal")
+assert {"a_a_n_d", "d_s_k_d"} <= list_models()
+assert AAND.__module__ == "anomalib.models.image.aand.lightning_model"
+assert type(get_model("dskd", backbone="resnet18", pre_trained=False)) is DSKD
+
+model = AAND(
+    backbone="resnet18",
+    pre_trained=False,
+    amplification_epochs=1,
+    distillation_epochs=1,
+    pre_processor=AAND.configure_pre_processor(image_size=(64, 64)),
+)
+datamodule = MVTecAD(root=sys.argv[2], category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
+engine = Engine(
+    default_root_dir=sys.argv[3], accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, max_epochs=2
+)
+engine.fit(model=model, datamodule=datamodule)
+assert engine.trainer.current_epoch == 2
+print("fit ok")
+"""
+
+
+def test_patched_anomalib_imports_lists_and_fits_without_the_plugin(
+    patched_tree: tuple[Path, list[Path]],
+    tiny_dataset: Path,
+    tmp_path: Path,
+) -> None:
+    root, _ = patched_tree
+    command = [sys.executable, "-c", FIT_IN_COPY, str(root / "src"), str(tiny_dataset), str(tmp_path)]
+    result = _run(command, cwd=tmp_path, PYTHONPATH=str(root / "src"), ANOMALIB_KD_EXT_AUTOLOAD="0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fit ok" in result.stdout
+
+
+def test_generated_tests_pass_in_the_patched_tree(patched_tree: tuple[Path, list[Path]]) -> None:
+    """The fast generated tests (losses, RAA, anomaly map, numeric regressions) run against the copy."""
+    root, _ = patched_tree
+    tests = root / "tests" / "unit" / "models"
+    selected = [
+        tests / "image" / "aand" / "test_loss.py",
+        tests / "image" / "aand" / "test_raa.py",
+        tests / "image" / "aand" / "test_regression.py",
+        tests / "image" / "dskd" / "test_loss.py",
+        tests / "image" / "dskd" / "test_regression.py",
+        tests / "components" / "distillation" / "test_anomaly_map.py",
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(root),
+        *map(str, selected),
+    ]
+    result = _run(command, cwd=root, PYTHONPATH=f"{root / 'src'}{os.pathsep}{root}", ANOMALIB_KD_EXT_AUTOLOAD="0")
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert " passed" in result.stdout
+    assert "anomalib_kd_ext" not in result.stdout
