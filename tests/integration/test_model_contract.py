@@ -1,0 +1,133 @@
+# Copyright (C) 2026 anomalib-kd-ext contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""anomalib's model contract for AAND and DSKD, as anomalib's own ``tests/integration/model/test_models.py`` runs it.
+
+The models are found through ``list_models()`` and built with ``get_model`` and their default arguments, except the
+offline teacher (EfficientNet-Lite0 from the ``lite0`` extra) and, for AAND, one epoch per stage: anomalib's Engine
+lets a model's ``trainer_arguments`` override its own ``max_epochs``, so the defaults would train 100 + 120 epochs.
+``fit`` writes a checkpoint on an MVTec AD-layout dummy dataset (category ``dummy``, batch 2, no logger); ``test``,
+``train``, ``validate``, ``predict`` and ``export`` for every ``ExportType`` start from that checkpoint.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.deploy import ExportType
+from anomalib.engine import Engine
+from anomalib.models import get_model, list_models
+from anomalib.utils.path import convert_to_snake_case
+from helpers import make_mvtec_like
+
+PLUGIN_MODELS = ("AAND", "DSKD")
+LITE0_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
+EXTRA_ARGS = {"AAND": {"amplification_epochs": 1, "distillation_epochs": 1}, "DSKD": {}}
+
+
+def test_list_models_holds_exactly_the_plugin_models() -> None:
+    """Both models are listed in every case, and the plugin registers no other model."""
+    plugin = {name for name in list_models(case="pascal") if get_model_module(name).startswith("anomalib_kd_ext")}
+    assert plugin == set(PLUGIN_MODELS)
+    assert {convert_to_snake_case(name) for name in PLUGIN_MODELS} <= list_models(case="snake")
+    assert {"Aand", "Dskd"} <= list_models(case="title")
+
+
+def get_model_module(pascal_name: str) -> str:
+    """Module of the ``AnomalibModule`` subclass called ``pascal_name``."""
+    from anomalib.models import AnomalibModule
+
+    return next(cls.__module__ for cls in AnomalibModule.__subclasses__() if cls.__name__ == pascal_name)
+
+
+@pytest.mark.parametrize("name", PLUGIN_MODELS)
+def test_default_arguments_offline_give_the_weights_error(name: str) -> None:
+    """With the paper teacher from the hub and no network, construction fails with the fix in the message."""
+    with pytest.raises(RuntimeError, match="backbone_weights"):
+        get_model(convert_to_snake_case(name))
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MVTec AD-layout dummy dataset (category ``dummy``)."""
+    return make_mvtec_like(tmp_path_factory.mktemp("contract_data"), category="dummy", n_train=6)
+
+
+def _objects(name: str, dataset_path: Path, project_path: Path, lite0_weights: str) -> tuple:
+    assert name in list_models(case="pascal"), f"{name} missing from anomalib's list_models()"
+    model = get_model(
+        convert_to_snake_case(name),
+        backbone="tf_efficientnet_lite0",
+        layers=LITE0_LAYERS,
+        backbone_weights=lite0_weights,
+        **EXTRA_ARGS[name],
+    )
+    datamodule = MVTecAD(root=dataset_path, category="dummy", train_batch_size=2, eval_batch_size=2, num_workers=0)
+    engine = Engine(logger=False, default_root_dir=project_path, max_epochs=1, devices=1, accelerator="cpu")
+    return model, datamodule, engine
+
+
+@pytest.fixture(scope="module", params=PLUGIN_MODELS)
+def fitted(
+    request: pytest.FixtureRequest,
+    dataset_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    lite0_weights: str,
+) -> dict:
+    """``Engine.fit`` of one model; its checkpoint and the factory for fresh objects."""
+    torch.manual_seed(0)
+    project = tmp_path_factory.mktemp(f"contract_{request.param.lower()}")
+    model, datamodule, engine = _objects(request.param, dataset_path, project, lite0_weights)
+    engine.fit(model=model, datamodule=datamodule)
+    checkpoint = Path(engine.trainer.checkpoint_callback.best_model_path)
+    assert checkpoint.is_file()
+    assert engine.trainer.current_epoch == model.trainer_arguments.get("max_epochs", 1)
+
+    def fresh() -> tuple:
+        return _objects(request.param, dataset_path, project, lite0_weights)
+
+    return {"name": request.param, "checkpoint": checkpoint, "fresh": fresh, "project": project}
+
+
+def test_validate_from_checkpoint(fitted: dict) -> None:
+    """``validate`` from the checkpoint runs once and leaves finite thresholds (validation metrics: none, as anomalib)."""
+    model, datamodule, engine = fitted["fresh"]()
+    results = engine.validate(model=model, datamodule=datamodule, ckpt_path=fitted["checkpoint"])
+    assert len(results) == 1
+    assert torch.isfinite(torch.as_tensor(model.post_processor.image_threshold))
+
+
+@pytest.mark.parametrize("entry_point", ["test", "train"])
+def test_entry_point_from_checkpoint(fitted: dict, entry_point: str) -> None:
+    """``test`` and ``train`` (fit, already at ``max_epochs``, then test) from the checkpoint report metrics."""
+    model, datamodule, engine = fitted["fresh"]()
+    results = getattr(engine, entry_point)(model=model, datamodule=datamodule, ckpt_path=fitted["checkpoint"])
+    if entry_point == "train":
+        results = [engine.trainer.callback_metrics]
+    assert {"image_AUROC", "pixel_AUROC"} <= set(results[0])
+    assert all(0.0 <= results[0][key] <= 1.0 for key in ("image_AUROC", "pixel_AUROC"))
+
+
+def test_predict_from_checkpoint(fitted: dict, dataset_path: Path) -> None:
+    """``predict`` from the checkpoint gives a score and a map of the input size for every test image."""
+    model, datamodule, engine = fitted["fresh"]()
+    predictions = engine.predict(model=model, datamodule=datamodule, ckpt_path=fitted["checkpoint"])
+    n_test = len(list((dataset_path / "dummy" / "test").rglob("*.png")))
+    assert sum(len(batch.pred_score) for batch in predictions) == n_test
+    for batch in predictions:
+        assert batch.anomaly_map.shape[-2:] == batch.image.shape[-2:]
+        assert torch.isfinite(batch.pred_score).all()
+
+
+@pytest.mark.parametrize("export_type", list(ExportType))
+def test_export_from_checkpoint(fitted: dict, export_type: ExportType, tmp_path: Path) -> None:
+    """``export`` from the checkpoint writes the model file of every ``ExportType``."""
+    model, _, engine = fitted["fresh"]()
+    path = engine.export(model=model, export_type=export_type, export_root=tmp_path, ckpt_path=fitted["checkpoint"])
+    assert path is not None
+    assert Path(path).is_file()
+    assert (
+        Path(path).suffix
+        == {ExportType.TORCH: ".pt", ExportType.ONNX: ".onnx", ExportType.OPENVINO: ".xml"}[export_type]
+    )
