@@ -13,7 +13,7 @@ from helpers import fit_on_cpu
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
-from anomalib_kd_ext.models.components import check_image_files
+from anomalib_kd_ext.models.components import DatasetProblemsError, check_image_files
 
 RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 
@@ -86,11 +86,13 @@ def test_sixteen_bit_image_stops_training_with_the_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     datamodule = _folder(tmp_path / "data", [rng.integers(0, 255, (64, 64, 3), np.uint8)] * 2)
     _save(tmp_path / "data/train/good/deep.png", rng.integers(0, 65535, (64, 64), np.uint16))
-    with pytest.raises(ValueError, match=r"deep\.png is a I;16 image .* Convert the dataset to 8-bit"):
+    with pytest.raises(
+        ValueError, match=r"more than 8 bits per pixel .*: .*deep\.png\. Fix: convert the dataset to 8-bit"
+    ):
         fit_on_cpu(_dskd(), datamodule, tmp_path)
 
 
-@pytest.mark.parametrize("problem", ["empty", "corrupt", "missing", "mask_size"])
+@pytest.mark.parametrize("problem", ["empty", "corrupt", "missing", "mask_size", "truncated"])
 def test_unreadable_files_are_named(problem: str, tmp_path: Path) -> None:
     good = _save(tmp_path / "good.png", np.zeros((32, 32, 3), np.uint8))
     bad = tmp_path / f"{problem}.png"
@@ -99,17 +101,61 @@ def test_unreadable_files_are_named(problem: str, tmp_path: Path) -> None:
         bad.write_bytes(b"")
     elif problem == "corrupt":
         bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    elif problem == "truncated":
+        _save(bad, np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8))
+        bad.write_bytes(bad.read_bytes()[:-20])
     elif problem == "mask_size":
         _save(bad, np.zeros((32, 32, 3), np.uint8))
         masks = ["", str(_save(tmp_path / "mask.png", np.zeros((16, 32), np.uint8)))]
     expected = {
-        "empty": r"empty \(0 bytes\): .*empty\.png",
-        "corrupt": r"Cannot read .*corrupt\.png as an image",
-        "missing": r"not found: .*missing\.png",
-        "mask_size": r"Mask .*mask\.png is 32x16 but its image .*mask_size\.png is 32x32",
+        "empty": r"1 empty \(0 bytes\): .*empty\.png\. Fix: ",
+        "corrupt": r"1 not an image PIL can read: .*corrupt\.png\. Fix: ",
+        "missing": r"1 file not found: .*missing\.png\. Fix: ",
+        "mask_size": r"1 mask size differs from its image's: .*mask\.png\. Fix: resize the masks",
+        "truncated": r"1 truncated .*: .*truncated\.png\. Fix: copy or download them again",
     }[problem]
     with pytest.raises(ValueError, match=expected):
         check_image_files(Listing([good, bad], masks))
+
+
+def test_every_bad_file_in_one_short_message_and_a_report(tmp_path: Path) -> None:
+    """The reported case: a truncated JPEG and a text file named .jpg in train/good fail once, naming both."""
+    rng = np.random.default_rng(4)
+    datamodule = _folder(tmp_path / "data", [rng.integers(0, 255, (64, 64, 3), np.uint8)] * 2)
+    truncated = tmp_path / "data/train/good/truncated.jpg"
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(truncated, quality=90)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    (tmp_path / "data/train/good/zz_text.jpg").write_text("not an image")
+    for index in range(3):
+        (tmp_path / f"data/train/good/empty_{index}.png").write_bytes(b"")
+    with pytest.raises(DatasetProblemsError) as error:
+        fit_on_cpu(_dskd(), datamodule, tmp_path / "run")
+    message = str(error.value)
+    assert message.startswith("5 bad file(s) among ")
+    assert len(message.splitlines()) <= 10
+    assert "truncated.jpg" in message
+    assert "zz_text.jpg" in message
+    assert "3 empty (0 bytes): " in message
+    assert "and 2 more" in message
+    report = error.value.report
+    # beside the run (anomalib's versioned root_dir/<model>/<dataset>/vN)
+    assert report.name == "dataset_problems.txt"
+    assert report.is_relative_to(tmp_path / "run")
+    assert f"full list: {report}" in message
+    listed = report.read_text().splitlines()
+    assert len(listed) == 5
+    assert {line.split("\t")[0] for line in listed} == {"truncated", "unreadable", "empty"}
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_anomalous_image_without_mask_is_named(tmp_path: Path) -> None:
+    """Where anomalous test images have masks, one without its mask is reported."""
+    images = [_save(tmp_path / f"{i}.png", np.zeros((8, 8, 3), np.uint8)) for i in range(3)]
+    mask = str(_save(tmp_path / "0_mask.png", np.zeros((8, 8), np.uint8)))
+    listing = Listing(images, [mask, "", ""])
+    listing.train_data.samples["label_index"] = [1, 1, 0]
+    with pytest.raises(DatasetProblemsError, match=r"1 anomalous image without a mask .*: .*1\.png\. Fix"):
+        check_image_files(listing)
 
 
 def test_readable_listing_passes(tmp_path: Path) -> None:

@@ -290,7 +290,7 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         """Check the input size, the image files and the texture folder before any work is done."""
         if self.input_size is not None:
             self._check_input_size()
-        check_image_files(getattr(self.trainer, "datamodule", None))
+        check_image_files(getattr(self.trainer, "datamodule", None), report_dir=self.trainer.default_root_dir)
         if self.synthesizer is not None and self.amplification_epochs > 0:
             self.synthesizer.load_textures()
             if self.synthesizer.foreground == "reference":

@@ -4,7 +4,13 @@
 """Knowledge-distillation building blocks shared by AAND and DSKD."""
 
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
-from .data_checks import check_dataset_available, check_image_files, check_test_set, check_trainer_dataset
+from .data_checks import (
+    DatasetProblemsError,
+    check_dataset_available,
+    check_image_files,
+    check_test_set,
+    check_trainer_dataset,
+)
 from .distributed import find_unused_parameters_in_ddp
 from .evaluator import kd_evaluator
 from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, removed_on_failure
@@ -48,6 +54,7 @@ __all__ = [
     "check_dataset_available",
     "check_exportable",
     "check_fractions",
+    "DatasetProblemsError",
     "check_image_files",
     "check_input_size",
     "check_range",

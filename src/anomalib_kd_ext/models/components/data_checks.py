@@ -66,55 +66,124 @@ def check_trainer_dataset(trainer: object | None) -> None:
 
 # PIL modes whose values exceed 8 bits: anomalib's ``read_image`` (``Image.open(path).convert("RGB")``) saturates them.
 HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# Bytes at the end of a complete file; a truncated download or copy lacks them.
+PNG_END = b"IEND\xaeB`\x82"
+JPEG_END = b"\xff\xd9"
+TAIL_BYTES = 1024
+REPORT_NAME = "dataset_problems.txt"
+
+# Problem kind -> (what it is, how to fix it).
+PROBLEMS = {
+    "missing": ("file not found", "restore the files or remove them from the dataset folders"),
+    "empty": ("empty (0 bytes)", "replace them with the real images or delete them"),
+    "unreadable": ("not an image PIL can read", "delete them or re-export them as PNG/JPEG"),
+    "truncated": ("truncated (the file ends before the image does)", "copy or download them again"),
+    "high_bit_depth": (
+        "more than 8 bits per pixel (anomalib's convert('RGB') saturates them to almost white)",
+        "convert the dataset to 8-bit (scale each image to 0-255)",
+    ),
+    "mask_size": ("mask size differs from its image's", "resize the masks (nearest neighbour) to their images"),
+    "no_mask": ("anomalous image without a mask while others have one", "add the masks or drop the images"),
+}
 
 
-def check_image_files(datamodule: object) -> None:
-    """Read the header of every image and mask of a set-up datamodule; raise on the first one anomalib would misread.
+class DatasetProblemsError(ValueError):
+    """Every bad file of a dataset, grouped by kind; ``report`` is the file with the full list."""
 
-    Stops, naming the file and the fix, on: an empty (0-byte) file, a file PIL cannot identify (corrupt or not an
-    image), a 16-bit or float image (anomalib's ``read_image`` converts with ``convert("RGB")``, which saturates every
-    value above 255: a 16-bit image becomes almost white without a warning), and a mask whose size differs from its
-    image's. Grayscale, palette and RGBA images are fine (anomalib converts them to RGB). Only headers are read.
+    def __init__(self, message: str, problems: list[tuple[str, str, str]], report: Path | None) -> None:
+        super().__init__(message)
+        self.problems = problems
+        self.report = report
+
+
+def check_image_files(datamodule: object, report_dir: Path | str | None = None) -> None:
+    """Check every image and mask of a set-up datamodule; raise once, listing every file anomalib would misread.
+
+    Looks for: a missing or empty (0-byte) file, a file PIL cannot identify (corrupt or not an image), a PNG / JPEG
+    that is truncated (its end marker is missing), a 16-bit or float image (anomalib's ``read_image`` converts with
+    ``convert("RGB")``, which saturates every value above 255), a mask whose size differs from its image's, and an
+    anomalous image without a mask where the others have masks. Grayscale, palette and RGBA images are fine. Only
+    the header and the last kilobyte of each file are read.
+
+    Args:
+        datamodule: A set-up anomalib datamodule (``train_data`` / ``test_data`` with ``samples``), or ``None``.
+        report_dir: Folder for ``dataset_problems.txt``, the full list (one line per file). ``None``: the
+            message is the only report.
 
     Raises:
-        ValueError: With the path of the offending file and what to do about it.
+        DatasetProblemsError: A ``ValueError`` whose message (at most about ten lines) counts the files of each
+            kind, names the first of each, says the fix and points at the full list.
     """
     frames = [getattr(getattr(datamodule, name, None), "samples", None) for name in ("train_data", "test_data")]
+    problems: list[tuple[str, str, str]] = []
+    checked = 0
     for samples in (frame for frame in frames if frame is not None and len(frame)):
-        masks = samples["mask_path"] if "mask_path" in samples else [""] * len(samples)
-        for image_path, mask_path in zip(samples["image_path"], masks, strict=True):
-            image_size = _image_size(Path(image_path))
-            if isinstance(mask_path, str) and mask_path:
-                mask_size = _image_size(Path(mask_path))
-                if mask_size != image_size:
-                    msg = (
-                        f"Mask {mask_path} is {mask_size[0]}x{mask_size[1]} but its image {image_path} is "
-                        f"{image_size[0]}x{image_size[1]}: resize the mask (nearest neighbour) to its image."
-                    )
-                    raise ValueError(msg)
+        masks = list(samples["mask_path"]) if "mask_path" in samples else [""] * len(samples)
+        labels = list(samples["label_index"]) if "label_index" in samples else [0] * len(samples)
+        masked = any(isinstance(mask, str) and mask for mask, label in zip(masks, labels, strict=True) if label == 1)
+        for image_path, mask_path, label in zip(samples["image_path"], masks, labels, strict=True):
+            checked += 1
+            image_size = _inspect(Path(image_path), problems)
+            has_mask = isinstance(mask_path, str) and bool(mask_path)
+            if has_mask:
+                mask_size = _inspect(Path(mask_path), problems)
+                if None not in {mask_size, image_size} and mask_size != image_size:
+                    detail = f"mask {mask_size[0]}x{mask_size[1]}, image {image_size[0]}x{image_size[1]}"
+                    problems.append(("mask_size", str(mask_path), f"{detail} ({image_path})"))
+            elif masked and label == 1:
+                problems.append(("no_mask", str(image_path), ""))
+    if problems:
+        raise _problems_error(problems, checked, report_dir)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def _inspect(path: Path, problems: list[tuple[str, str, str]]) -> tuple[int, int] | None:
+    """Size of the image at ``path``, or ``None`` after recording why it cannot be used."""
     if not path.is_file():
-        msg = f"Image file not found: {path}. Remove it from the dataset listing or restore the file."
-        raise ValueError(msg)
-    if path.stat().st_size == 0:
-        msg = f"Image file is empty (0 bytes): {path}. Remove it or replace it with the real image."
-        raise ValueError(msg)
+        problems.append(("missing", str(path), ""))
+        return None
+    file_size = path.stat().st_size
+    if file_size == 0:
+        problems.append(("empty", str(path), ""))
+        return None
     try:
         with Image.open(path) as image:
-            mode, size = image.mode, image.size
+            mode, size, image_format = image.mode, image.size, image.format
     except (UnidentifiedImageError, OSError) as exc:
-        msg = f"Cannot read {path} as an image ({exc}). Remove it or re-export it as PNG/JPEG."
-        raise ValueError(msg) from exc
+        problems.append(("unreadable", str(path), str(exc)))
+        return None
+    end = {"PNG": PNG_END, "JPEG": JPEG_END}.get(image_format or "")
+    if end is not None:
+        with path.open("rb") as file:
+            file.seek(max(0, file_size - TAIL_BYTES))
+            if end not in file.read():
+                problems.append(("truncated", str(path), f"no {image_format} end marker"))
+                return None
     if mode in HIGH_BIT_DEPTH_MODES:
-        msg = (
-            f"{path} is a {mode} image (more than 8 bits per pixel). anomalib reads images with PIL's "
-            "convert('RGB'), which saturates every value above 255, so this image would train as almost white. "
-            "Convert the dataset to 8-bit first (scale each image to 0-255), e.g. with PIL or OpenCV."
-        )
-        raise ValueError(msg)
+        problems.append(("high_bit_depth", str(path), f"PIL mode {mode}"))
     return size
+
+
+def _problems_error(problems: list[tuple[str, str, str]], checked: int, report_dir: Path | str | None) -> ValueError:
+    """The short message (and the full report file, when ``report_dir`` is given) for ``problems``."""
+    report = None
+    if report_dir is not None:
+        report = Path(report_dir) / REPORT_NAME
+        try:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            lines = [f"{kind}\t{path}\t{detail}".rstrip() for kind, path, detail in problems]
+            report.write_text("\n".join(lines) + "\n")
+        except OSError:
+            report = None  # the message alone still names every kind and a file of each
+    kinds: dict[str, list[str]] = {}
+    for kind, path, _ in problems:
+        kinds.setdefault(kind, []).append(path)
+    where = f"full list: {report}" if report is not None else "each kind below names its first file"
+    lines = [f"{len(problems)} bad file(s) among {checked} images checked; nothing was trained ({where}):"]
+    for kind, paths in kinds.items():
+        description, fix = PROBLEMS[kind]
+        more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+        lines.append(f"- {len(paths)} {description}: {paths[0]}{more}. Fix: {fix}.")
+    return DatasetProblemsError("\n".join(lines), problems, report)
 
 
 def check_test_set(trainer: object | None) -> None:

@@ -137,7 +137,7 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         """Check the input size and the image files before any work is done."""
         if self.input_size is not None:
             self.model.check_input_size(*(int(v) for v in self.input_size))
-        check_image_files(getattr(self.trainer, "datamodule", None))
+        check_image_files(getattr(self.trainer, "datamodule", None), report_dir=self.trainer.default_root_dir)
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Match both students to the teacher on one batch of normal images."""
