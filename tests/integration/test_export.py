@@ -190,3 +190,58 @@ def test_failed_export_leaves_nothing(trained: dict, tmp_path: Path) -> None:
             onnx_kwargs={"no_such_argument": 1},
         )
     assert not export_root.exists()
+
+
+def test_anomalib_inferencers_match_the_folder_scorer(
+    trained: dict,
+    tiny_dataset: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """anomalib's OpenVINOInferencer and TorchInferencer on our exports give the folder scorer's scores and maps."""
+    from anomalib.deploy import OpenVINOInferencer, TorchInferencer
+
+    # anomalib's TorchInferencer unpickles the exported model only with this opt-in.
+    monkeypatch.setenv("TRUST_REMOTE_CODE", "1")
+    from anomalib_kd_ext.deploy import OpenVINOScorer, read_image
+
+    engine, model, work = trained["engine"], trained["model"], trained["work"]
+    xml = engine.export(model, ExportType.OPENVINO, export_root=work / "inferencers")
+    pt = engine.export(model, ExportType.TORCH, export_root=work / "inferencers")
+    scorer = OpenVINOScorer(xml)
+    openvino = OpenVINOInferencer(path=xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
+    torch_inferencer = TorchInferencer(path=pt, device="cpu")
+    for path in sorted((tiny_dataset / "tiny" / "test").rglob("*.png")):
+        expected = scorer(read_image(path))
+        with torch.no_grad():  # TorchInferencer.predict itself keeps autograd on
+            from_torch = torch_inferencer.predict(path)
+        for name, prediction in (("openvino", openvino.predict(path)), ("torch", from_torch)):
+            score = float(np.asarray(prediction.pred_score).reshape(-1)[0])
+            anomaly_map = np.asarray(prediction.anomaly_map, dtype=np.float32).reshape(expected["anomaly_map"].shape)
+            assert abs(score - expected["pred_score"]) <= FP32_TOLERANCE, (name, path.name)
+            assert np.abs(anomaly_map - expected["anomaly_map"]).max() <= FP32_TOLERANCE, (name, path.name)
+
+
+def test_openvino_inferencer_divides_images_above_one_by_255(trained: dict, tiny_dataset: Path) -> None:
+    """Pins anomalib's heuristic: a float image whose maximum is above 1.0 (e.g. 1.0000002 after a resize) is
+    divided by 255, so the model scores a black image. Clipping to [0, 1] (or passing uint8 / a file) is the safe call.
+    """
+    from anomalib.deploy import OpenVINOInferencer
+
+    from anomalib_kd_ext.deploy import OpenVINOScorer
+
+    engine, model, work = trained["engine"], trained["model"], trained["work"]
+    xml = engine.export(model, ExportType.OPENVINO, export_root=work / "heuristic")
+    inferencer = OpenVINOInferencer(path=xml, device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"})
+    image = _test_images(tiny_dataset, (64, 64))[-1]  # an anomalous test image, CHW float in [0, 1]
+    bumped = image.copy()
+    bumped[0, 0, 0] = 1.0000002  # what a bilinear / antialiased resize can leave behind
+
+    def anomaly_map(array: np.ndarray) -> np.ndarray:
+        return np.asarray(inferencer.predict(array.copy()).anomaly_map, dtype=np.float32).reshape(64, 64)
+
+    clipped = np.clip(bumped, 0.0, 1.0)
+    reference = OpenVINOScorer(xml)(np.ascontiguousarray(clipped.transpose(1, 2, 0)))["anomaly_map"]
+    assert np.abs(anomaly_map(clipped) - reference).max() <= FP32_TOLERANCE
+    # above 1.0: the inferencer scores bumped / 255, a nearly black image, not the image itself
+    np.testing.assert_allclose(anomaly_map(bumped), anomaly_map(bumped / 255.0), atol=FP32_TOLERANCE)
+    assert np.abs(anomaly_map(bumped) - reference).max() > 10 * FP32_TOLERANCE
