@@ -152,8 +152,12 @@ def score_folder(
     images, output = Path(images), Path(output)
     scorer = OpenVINOScorer(model_path, device=device)
     paths = find_images(images)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    except OSError as error:
+        msg = f"Cannot write results next to '{output}' ({error.strerror}): choose a writable --output folder."
+        raise DeployError(msg) from error
     rows, skipped = [], []
     try:
         for path, image in _read_all(paths, skip_unreadable, skipped):
@@ -182,13 +186,27 @@ def score_folder(
             writer.writerows(rows)
         summary = {"model": str(model_path), "images": rows, "skipped": skipped}
         (staging / "scores.json").write_text(json.dumps(summary, indent=1))
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
+        _replace(output, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return rows
+
+
+def _replace(output: Path, staging: Path) -> None:
+    """Put the complete ``staging`` folder at ``output``; a previous ``output`` survives any failure before that."""
+    previous = output.with_name(f".{output.name}.previous")
+    if previous.exists():
+        shutil.rmtree(previous)
+    if output.exists():
+        output.rename(previous)
+    try:
+        staging.rename(output)
+    except BaseException:
+        if previous.exists():
+            previous.rename(output)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def _read_all(paths: list[Path], skip_unreadable: bool, skipped: list[dict]) -> Iterator[tuple[Path, np.ndarray]]:
@@ -224,6 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeployError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # A full or read-only disk while writing: nothing half-written is left at --output, and what was there stays.
+        where = f" ({error.filename})" if error.filename else ""
+        print(
+            f"error: could not write the results{where}: {error.strerror or error}. Free space or choose another "
+            f"--output; '{args.output}' was left as it was.",
+            file=sys.stderr,
+        )
+        return 3
     anomalous = sum(row["pred_label"] for row in rows)
     print(f"Scored {len(rows)} images ({anomalous} anomalous); results in {Path(args.output).resolve()}")
     return 0

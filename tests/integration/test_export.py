@@ -245,3 +245,41 @@ def test_openvino_inferencer_divides_images_above_one_by_255(trained: dict, tiny
     # above 1.0: the inferencer scores bumped / 255, a nearly black image, not the image itself
     np.testing.assert_allclose(anomaly_map(bumped), anomaly_map(bumped / 255.0), atol=FP32_TOLERANCE)
     assert np.abs(anomaly_map(bumped) - reference).max() > 10 * FP32_TOLERANCE
+
+
+def test_full_disk_during_export_keeps_the_previous_export(
+    trained: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A disk that fills up while OpenVINO writes the model: the error surfaces, the previous export is untouched."""
+    import openvino as ov
+
+    engine, model = trained["engine"], trained["model"]
+    root = tmp_path / "export"
+    first = engine.export(model, ExportType.OPENVINO, export_root=root)
+    assert first == root / "weights" / "openvino" / "model.xml"
+    before = {path.name: path.read_bytes() for path in first.parent.iterdir()}
+
+    def fills_up(ov_model: object, path: object, *args: object, **kwargs: object) -> None:
+        Path(path).write_bytes(b"<?xml half")
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(ov, "save_model", fills_up)
+    with pytest.raises(OSError, match="No space left"):
+        engine.export(model, ExportType.OPENVINO, export_root=root)
+    assert {path.name: path.read_bytes() for path in first.parent.iterdir()} == before
+    assert sorted(path.name for path in root.iterdir()) == ["weights"]
+
+
+def test_read_only_export_root_is_a_clear_error(trained: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export root that cannot be written fails before any work, naming the folder and the fix."""
+    import tempfile
+
+    def read_only(*args: object, **kwargs: object) -> str:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(OSError, match=r"Cannot write the export to .*ro.*Read-only file system.*writable export root"):
+        trained["engine"].export(trained["model"], ExportType.TORCH, export_root=tmp_path / "ro")
+    assert not (tmp_path / "ro").exists()

@@ -171,3 +171,81 @@ def test_command_line_without_torch(toy_model: Path, images: Path, tmp_path: Pat
 def test_command_line_error_exit_code(tmp_path: Path, images: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([str(tmp_path / "missing.xml"), str(images)]) == 2
     assert "missing.xml" in capsys.readouterr().err
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_full_disk_keeps_the_previous_results(
+    toy_model: Path,
+    images: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """A disk that fills up while the results are written: exit code 3, a short message, the old results intact."""
+    output = tmp_path / "out"
+    score_folder(toy_model, images, output)
+    before = _snapshot(output)
+    (images / "new.png").write_bytes((images / "bright.png").read_bytes())
+    save = Image.Image.save
+    calls = []
+
+    def fills_up(self: Image.Image, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", str(args[0]))
+        save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", fills_up)
+    code = main([str(toy_model), str(images), "--output", str(output)])
+    assert code == 3
+    error = capsys.readouterr().err
+    assert "could not write the results" in error
+    assert "No space left on device" in error
+    assert len(error.strip().splitlines()) == 1
+    assert _snapshot(output) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["images", "model", "out"]
+
+
+def test_failed_move_into_place_restores_the_previous_results(
+    toy_model: Path,
+    images: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If moving the finished results into place fails, the previous results are put back."""
+    output = tmp_path / "out"
+    score_folder(toy_model, images, output, overlays=False)
+    before = _snapshot(output)
+    rename = Path.rename
+
+    def fails_for_staging(self: Path, target: Path) -> Path:
+        if self.name.startswith(".out.") and self.name != ".out.previous" and Path(target) == output:
+            raise OSError(5, "Input/output error")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", fails_for_staging)
+    with pytest.raises(OSError, match="Input/output error"):
+        score_folder(toy_model, images, output, overlays=False)
+    assert _snapshot(output) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["images", "model", "out"]
+
+
+def test_read_only_output_location_is_a_clear_error(
+    toy_model: Path,
+    images: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An output folder on a read-only file system stops before scoring, naming the folder and the fix."""
+    import tempfile
+
+    def read_only(*args: object, **kwargs: object) -> str:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(DeployError, match=r"Cannot write results next to .*out.*Read-only file system.*writable"):
+        score_folder(toy_model, images, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

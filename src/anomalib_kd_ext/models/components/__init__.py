@@ -13,7 +13,7 @@ from .data_checks import (
 )
 from .distributed import find_unused_parameters_in_ddp
 from .evaluator import kd_evaluator
-from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, removed_on_failure
+from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, staged_export
 from .optim import adam_betas
 from .resume import ResumableRandomStateMixin, capture_random_state, restore_random_state
 from .reverse_student import (
@@ -66,7 +66,7 @@ __all__ = [
     "match_state_dict",
     "prune_unused_blocks",
     "read_state_dict",
-    "removed_on_failure",
+    "staged_export",
     "required_input_multiple",
     "resolve_weights_path",
     "restore_random_state",

@@ -6,7 +6,9 @@
 anomalib's ``to_torch``/``to_onnx``/``to_openvino`` export an untrained model without a word (its
 threshold and normalisation statistics are NaN, so every exported score is NaN), and a failed export
 leaves an empty or partial ``weights/<format>`` folder behind. :class:`GuardedExportMixin` wraps the
-three methods: it checks first, calls anomalib's own code, and removes what a failed call created.
+three methods: it checks first, then runs anomalib's own code into a temporary folder and moves the files into
+``weights/<format>`` only when all of them are written, so a failed call (an error, a full disk) leaves a previous
+export untouched and nothing half-written.
 
 It also keeps the anomaly-map tail of the graph in FP32 under INT8 post-training quantisation. anomalib's
 ``INT8_PTQ`` hands the whole graph to NNCF, which calibrates every quantiser on normal images; the cosine distances,
@@ -17,6 +19,7 @@ quantised here; everything downstream of the first feature normalisation runs in
 
 import logging
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,25 +84,43 @@ def anomaly_map_tail(model: "ov.Model") -> list[str]:
 
 
 @contextmanager
-def removed_on_failure(export_root: Path | str, export_type: ExportType) -> Iterator[None]:
-    """Remove the files and folders a failed export created under ``export_root/weights/<format>``."""
-    weights = Path(export_root) / "weights"
-    target = weights / export_type.value
-    created = [folder for folder in (Path(export_root), weights, target) if not folder.exists()]
-    existing = set(target.rglob("*")) if target.exists() else set()
-    try:
-        yield
-    except BaseException:
-        if target.exists():
-            for path in sorted(set(target.rglob("*")) - existing, reverse=True):
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+def staged_export(export_root: Path | str, export_type: ExportType) -> Iterator[Path]:
+    """Export into a temporary root; move the files into ``export_root/weights/<format>`` only once all are written.
+
+    A failed export (an error, a full disk) removes its temporary root and leaves a previous export in
+    ``weights/<format>`` untouched; folders it had to create are removed again. Yields the temporary root, which
+    lies inside ``export_root`` so that the final move is a rename on the same file system.
+
+    Raises:
+        OSError: If ``export_root`` cannot be written (read-only or full disk), with the folder and the fix.
+    """
+    root = Path(export_root)
+    target = root / "weights" / export_type.value
+    created = [folder for folder in (root, root / "weights", target) if not folder.exists()]
+
+    def remove_created(keep: Path | None = None) -> None:
         for folder in reversed(created):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+            if folder.is_dir() and not any(path for path in folder.iterdir() if path != keep):
+                shutil.rmtree(folder, ignore_errors=True)
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
+    except OSError as error:
+        remove_created()
+        msg = f"Cannot write the export to '{root}' ({error.strerror}): choose a writable export root."
+        raise OSError(error.errno, msg) from error
+    try:
+        yield staging
+        written = staging / "weights" / export_type.value
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted(written.iterdir()):
+            path.replace(target / path.name)
+    except BaseException:
+        remove_created(keep=staging)
         raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class GuardedExportMixin:
@@ -108,8 +129,9 @@ class GuardedExportMixin:
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """Anomalib's ``to_torch``, refused for an untrained model."""
         check_exportable(self)
-        with removed_on_failure(export_root, ExportType.TORCH):
-            return super().to_torch(export_root, model_file_name)  # type: ignore[misc]
+        with staged_export(export_root, ExportType.TORCH) as staging:
+            path = super().to_torch(staging, model_file_name)  # type: ignore[misc]
+        return Path(export_root) / "weights" / ExportType.TORCH.value / Path(path).name
 
     def to_onnx(
         self,
@@ -120,8 +142,9 @@ class GuardedExportMixin:
     ) -> Path:
         """Anomalib's ``to_onnx``, refused for an untrained model."""
         check_exportable(self)
-        with removed_on_failure(export_root, ExportType.ONNX):
-            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)  # type: ignore[misc]
+        with staged_export(export_root, ExportType.ONNX) as staging:
+            path = super().to_onnx(staging, model_file_name, input_size, **kwargs)  # type: ignore[misc]
+        return Path(export_root) / "weights" / ExportType.ONNX.value / Path(path).name
 
     def to_openvino(
         self,
@@ -141,15 +164,16 @@ class GuardedExportMixin:
                 "training datamodule (`--data ...` on the command line, `datamodule=` to Engine.export)."
             )
             raise ValueError(msg)
-        with removed_on_failure(export_root, ExportType.OPENVINO):
-            return super().to_openvino(  # type: ignore[misc]
-                export_root,
+        with staged_export(export_root, ExportType.OPENVINO) as staging:
+            path = super().to_openvino(  # type: ignore[misc]
+                staging,
                 model_file_name,
                 input_size,
                 compression_type=compression_type,
                 datamodule=datamodule,
                 **kwargs,
             )
+        return Path(export_root) / "weights" / ExportType.OPENVINO.value / Path(path).name
 
     @staticmethod
     def _post_training_quantization_ov(model: "ov.Model", datamodule: "AnomalibDataModule | None" = None) -> "ov.Model":
