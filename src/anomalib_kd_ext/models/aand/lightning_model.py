@@ -342,9 +342,9 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
             amplified, reconstructed = self.model(batch.image)
             loss = self.loss(amplified, reconstructed)
             name = "train_hkd_loss" if self.loss.use_hard else "train_rd_loss"  # RD4AD's loss when HKD is off
-            self.log(name, loss.item(), on_epoch=True, on_step=False, prog_bar=True, logger=True)
+            self.log(name, loss.item(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(batch.image))
         self._step(loss)
-        self.log("train_loss", loss.item(), on_epoch=True, on_step=False, prog_bar=True, logger=True)
+        self.log("train_loss", loss.item(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(batch.image))
         return {"loss": loss}
 
     def _amplification_step(self, images: torch.Tensor) -> torch.Tensor:
@@ -362,7 +362,7 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
             gates = [gate for gate in output.gates if gate is not None]
             loss = loss + self.focal_loss(gates, output.masks)
             self._gate_counts += gate_hit_counts(gates, output.masks)
-        self.log("train_amplification_loss", amplification.item(), on_epoch=True, on_step=False, logger=True)
+        self.log("train_amplification_loss", amplification.item(), on_epoch=True, on_step=False, batch_size=len(images))
         return loss
 
     def on_train_epoch_start(self) -> None:
@@ -373,8 +373,8 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         """Log the gate's precision and recall (stage 1), then step the stage's learning-rate schedule."""
         hits, predicted, target = self._gate_counts.tolist()
         if self.stage == AMPLIFICATION and self.use_gate:
-            self.log("train_gate_precision", hits / max(predicted, 1.0), logger=True)
-            self.log("train_gate_recall", hits / max(target, 1.0), logger=True)
+            self.log("train_gate_precision", hits / max(predicted, 1.0))
+            self.log("train_gate_recall", hits / max(target, 1.0))
         schedulers = self.lr_schedulers()
         scheduler = schedulers[self._stage_index()] if isinstance(schedulers, list) else schedulers
         scheduler.step()

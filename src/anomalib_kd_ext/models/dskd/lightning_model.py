@@ -143,9 +143,11 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         """Match both students to the teacher on one batch of normal images."""
         del args, kwargs  # These variables are not used.
         losses = self.loss(self.model(batch.image))
-        self.log("train_loss", losses["loss"].item(), on_epoch=True, prog_bar=True, logger=True)
-        self.log("train_encoder_loss", losses["encoder_loss"].item(), on_epoch=True, on_step=False, logger=True)
-        self.log("train_decoder_loss", losses["decoder_loss"].item(), on_epoch=True, on_step=False, logger=True)
+        # No logger=True: Lightning logs anyway when a logger is configured, and warns when it is not.
+        size = len(batch.image)
+        self.log("train_loss", losses["loss"].item(), on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train_encoder_loss", losses["encoder_loss"].item(), on_epoch=True, on_step=False, batch_size=size)
+        self.log("train_decoder_loss", losses["decoder_loss"].item(), on_epoch=True, on_step=False, batch_size=size)
         return {"loss": losses["loss"]}
 
     def on_test_start(self) -> None:
