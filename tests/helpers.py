@@ -3,6 +3,8 @@
 
 """Tiny generated datasets for tests: MVTec AD layout, a few small PNG images."""
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +78,16 @@ def fit_on_cpu(
     )
     engine.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
     return engine
+
+
+def run_offline(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run ``command`` in ``cwd`` with the hub offline and ``env`` added; output captured, no exception on failure."""
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )

@@ -9,13 +9,12 @@ uninterrupted run with the same seed. Lightning writes checkpoints through an fs
 renamed into place), so a kill during a save leaves the previous checkpoint intact; the last test checks that.
 """
 
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_offline
 import torch
 
 # The `anomalib` console script (anomalib.cli.cli:main), preceded by the seeding that `--seed_everything` promises:
@@ -86,18 +85,6 @@ def _command(dataset: Path, root: Path, *extra: str) -> list[str]:
     ]
 
 
-def _run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command,
-        cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 def _final_checkpoint(root: Path) -> Path:
     """The checkpoint of the newest run version under ``root``."""
     checkpoints = sorted(root.glob("**/weights/lightning/model.ckpt"), key=lambda path: path.stat().st_mtime)
@@ -113,7 +100,7 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 def uninterrupted(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
     """Final weights of the run nobody killed."""
     root = tmp_path_factory.mktemp("kill9_full")
-    result = _run(_command(tiny_dataset, root), cwd=root)
+    result = run_offline(_command(tiny_dataset, root), cwd=root)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return _weights(_final_checkpoint(root))
 
@@ -129,7 +116,7 @@ def test_kill9_then_rerun_with_ckpt_path_ends_with_the_same_weights(
     """SIGKILL inside a stage, rerun with ``--ckpt_path`` on the last checkpoint: the uninterrupted run's weights."""
     (tmp_path / "killer.py").write_text(KILLER)
     root = tmp_path / "run"
-    killed = _run(
+    killed = run_offline(
         _command(tiny_dataset, root, "--trainer.callbacks+=killer.KillAt"),
         cwd=tmp_path,
         PYTHONPATH=str(tmp_path),
@@ -141,7 +128,7 @@ def test_kill9_then_rerun_with_ckpt_path_ends_with_the_same_weights(
     assert state["epoch"] == kill_epoch - 1
     assert state["aand_stage"] == ("amplification" if kill_epoch - 1 < 2 else "distillation")
 
-    resumed = _run(_command(tiny_dataset, root, "--ckpt_path", str(checkpoint)), cwd=tmp_path)
+    resumed = run_offline(_command(tiny_dataset, root, "--ckpt_path", str(checkpoint)), cwd=tmp_path)
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output[-3000:]
     assert "Restoring states from the checkpoint path" in output

@@ -5,27 +5,15 @@
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import anomalib
 import pytest
+from helpers import run_offline
 
 REPO = Path(__file__).parents[2]
 RUFF_CONFIG = REPO / "tests" / "data" / "anomalib_ruff.toml"
-
-
-def _run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command,
-        cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +26,7 @@ def patched_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[P
     # anomalib's own ruff settings at the clone's root, where its pyproject.toml would hold them.
     shutil.copyfile(RUFF_CONFIG, root / "ruff.toml")
     command = [sys.executable, "-m", "anomalib_kd_ext.upstream", str(root), "--tests-dir", str(REPO / "tests")]
-    result = _run(command, cwd=root)
+    result = run_offline(command, cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     written = [Path(line) for line in result.stdout.splitlines() if line.startswith(str(root))]
     return root, written
@@ -68,7 +56,7 @@ def test_patch_has_models_components_tests_docs_and_registration(patched_tree: t
 def test_generator_is_idempotent(patched_tree: tuple[Path, list[Path]]) -> None:
     root, written = patched_tree
     before = {path: path.read_bytes() for path in written}
-    result = _run(
+    result = run_offline(
         [sys.executable, "-m", "anomalib_kd_ext.upstream", str(root), "--tests-dir", str(REPO / "tests")], root
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -78,14 +66,14 @@ def test_generator_is_idempotent(patched_tree: tuple[Path, list[Path]]) -> None:
 def test_patch_passes_anomalib_lint(patched_tree: tuple[Path, list[Path]]) -> None:
     root, written = patched_tree
     python = [str(path) for path in written if path.suffix == ".py"]
-    check = _run([sys.executable, "-m", "ruff", "check", "--no-cache", *python], cwd=root)
+    check = run_offline([sys.executable, "-m", "ruff", "check", "--no-cache", *python], cwd=root)
     assert check.returncode == 0, check.stdout[-5000:]
-    formatted = _run([sys.executable, "-m", "ruff", "format", "--check", "--no-cache", *python], cwd=root)
+    formatted = run_offline([sys.executable, "-m", "ruff", "format", "--check", "--no-cache", *python], cwd=root)
     assert formatted.returncode == 0, formatted.stdout[-3000:]
 
 
 def test_not_a_source_tree_is_refused(tmp_path: Path) -> None:
-    result = _run([sys.executable, "-m", "anomalib_kd_ext.upstream", str(tmp_path)], cwd=tmp_path)
+    result = run_offline([sys.executable, "-m", "anomalib_kd_ext.upstream", str(tmp_path)], cwd=tmp_path)
     assert result.returncode != 0
     assert "is not an anomalib source tree" in result.stderr
     assert not list(tmp_path.iterdir())
@@ -131,7 +119,7 @@ def test_patched_anomalib_imports_lists_and_fits_without_the_plugin(
 ) -> None:
     root, _ = patched_tree
     command = [sys.executable, "-c", FIT_IN_COPY, str(root / "src"), str(tiny_dataset), str(tmp_path)]
-    result = _run(command, cwd=tmp_path, PYTHONPATH=str(root / "src"), ANOMALIB_KD_EXT_AUTOLOAD="0")
+    result = run_offline(command, cwd=tmp_path, PYTHONPATH=str(root / "src"), ANOMALIB_KD_EXT_AUTOLOAD="0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fit ok" in result.stdout
 
@@ -159,7 +147,9 @@ def test_generated_tests_pass_in_the_patched_tree(patched_tree: tuple[Path, list
         str(root),
         *map(str, selected),
     ]
-    result = _run(command, cwd=root, PYTHONPATH=f"{root / 'src'}{os.pathsep}{root}", ANOMALIB_KD_EXT_AUTOLOAD="0")
+    result = run_offline(
+        command, cwd=root, PYTHONPATH=f"{root / 'src'}{os.pathsep}{root}", ANOMALIB_KD_EXT_AUTOLOAD="0"
+    )
     assert result.returncode == 0, result.stdout[-5000:]
     assert " passed" in result.stdout
     assert "anomalib_kd_ext" not in result.stdout
