@@ -3,17 +3,19 @@
 
 """Messy data through anomalib's Folder: what works, and what stops before training with the file and the fix."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from anomalib.data import Folder
-from helpers import fit_on_cpu
+from helpers import fit_on_cpu, run_offline
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.models.components import DatasetProblemsError, check_image_files
+from anomalib_kd_ext.models.components.data_checks import show_uncaught_briefly
 
 RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 
@@ -146,6 +148,43 @@ def test_every_bad_file_in_one_short_message_and_a_report(tmp_path: Path) -> Non
     assert len(listed) == 5
     assert {line.split("\t")[0] for line in listed} == {"truncated", "unreadable", "empty"}
     assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_stock_cli_prints_the_short_message_without_frames(tmp_path: Path) -> None:
+    """The reported case through ``anomalib fit``: exit status 1, both files, no traceback around the message."""
+    rng = np.random.default_rng(5)
+    _folder(tmp_path / "data", [rng.integers(0, 255, (64, 64, 3), np.uint8)] * 2)
+    truncated = tmp_path / "data/train/good/truncated.jpg"
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(truncated, quality=90)
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    (tmp_path / "data/train/good/zz_text.jpg").write_text("not an image")
+    data = ["--data", "Folder", "--data.name", "messy", "--data.root", str(tmp_path / "data")]
+    data += ["--data.normal_dir", "train/good", "--data.normal_test_dir", "test/good"]
+    data += ["--data.abnormal_dir", "test/defect", "--data.num_workers", "0"]
+    model = ["--model", "AAND", "--model.backbone", "resnet18", "--model.pre_trained", "false"]
+    command = [sys.executable, "-c", "from anomalib.cli.cli import main; main()", "fit", *model, *data]
+    result = run_offline([*command, "--default_root_dir", str(tmp_path / "run")], cwd=tmp_path)
+    assert result.returncode == 1
+    message = result.stderr[result.stderr.index("DatasetProblemsError: ") :]
+    assert message.startswith("DatasetProblemsError: 2 bad file(s) among ")
+    assert "truncated.jpg" in message
+    assert "zz_text.jpg" in message
+    assert len(message.splitlines()) <= 10
+    assert "Traceback" not in result.stderr
+    assert "│" not in result.stderr  # no frame of rich's traceback either
+
+
+def test_brief_hook_passes_other_exceptions_on(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Only dataset errors are shortened; any other uncaught exception reaches the previous hook unchanged."""
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, traceback: seen.append(value))
+    show_uncaught_briefly()
+    show_uncaught_briefly()  # wraps once
+    other = RuntimeError("other")
+    sys.excepthook(RuntimeError, other, None)
+    sys.excepthook(DatasetProblemsError, DatasetProblemsError("1 bad file(s)", [], None), None)
+    assert seen == [other]
+    assert capsys.readouterr().err == "DatasetProblemsError: 1 bad file(s)\n"
 
 
 def test_anomalous_image_without_mask_is_named(tmp_path: Path) -> None:

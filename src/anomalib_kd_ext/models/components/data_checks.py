@@ -133,6 +133,7 @@ def check_image_files(datamodule: object, report_dir: Path | str | None = None) 
             elif masked and label == 1:
                 problems.append(("no_mask", str(image_path), ""))
     if problems:
+        show_uncaught_briefly()
         raise _problems_error(problems, checked, report_dir)
 
 
@@ -161,6 +162,30 @@ def _inspect(path: Path, problems: list[tuple[str, str, str]]) -> tuple[int, int
     if mode in HIGH_BIT_DEPTH_MODES:
         problems.append(("high_bit_depth", str(path), f"PIL mode {mode}"))
     return size
+
+
+def show_uncaught_briefly() -> None:
+    """Print an uncaught :class:`DatasetProblemsError` as its short message alone, without the traceback.
+
+    The stock ``anomalib`` command lets the error of a bad dataset reach the interpreter, where anomalib's rich
+    traceback handler prints some 150 lines of anomalib and Lightning frames around the ten-line report. This wraps
+    the current ``sys.excepthook`` (rich's under the CLI) once, at the moment a dataset check fails: an uncaught
+    dataset error is then printed as ``DatasetProblemsError: <message>`` and the process exits with status 1, as
+    before; every other exception goes to the previous hook unchanged. Caught errors (the Python API, notebooks,
+    which do not use ``sys.excepthook``) are not affected.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "shows_dataset_problems_briefly", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: object) -> None:
+        if isinstance(value, DatasetProblemsError):
+            print(f"{kind.__name__}: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, traceback)
+
+    hook.shows_dataset_problems_briefly = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def _problems_error(problems: list[tuple[str, str, str]], checked: int, report_dir: Path | str | None) -> ValueError:
