@@ -49,6 +49,19 @@ def test_importing_anomalib_models_registers_aand() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_autoload_hook_is_installed_with_the_package() -> None:
+    """The install put the ``.pth`` hook in site-packages; without it ``anomalib`` would never see the models."""
+    import site
+    import sysconfig
+
+    folders = {Path(sysconfig.get_paths()["purelib"]), *map(Path, site.getsitepackages())}
+    hooks = [folder / "anomalib_kd_ext_autoload.pth" for folder in folders]
+    installed = [hook for hook in hooks if hook.is_file()]
+    assert installed, f"anomalib_kd_ext_autoload.pth is in none of {sorted(map(str, folders))}: reinstall the package"
+    assert "anomalib_kd_ext._autoload" in installed[0].read_text()
+    assert "install()" in installed[0].read_text()
+
+
 def test_hook_can_be_switched_off() -> None:
     result = run_python(
         "import sys, anomalib.models; assert 'anomalib_kd_ext.models' not in sys.modules",

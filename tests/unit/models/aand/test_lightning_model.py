@@ -183,9 +183,10 @@ def test_missing_texture_folder_fails_before_training(tiny_dataset: Path, tmp_pa
 
 
 def test_missing_dataset_root(tmp_path: Path) -> None:
-    """Fitting on a missing dataset root fails with an error naming the root."""
+    """Fitting on a missing dataset root fails, offline, with an error naming the root and the fix; nothing written."""
     model = _small_aand(amplification_epochs=1, distillation_epochs=1)
     datamodule = MVTecAD(root=tmp_path / "no_dataset", category="tiny", num_workers=0)
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False)
-    with pytest.raises(Exception, match="no_dataset"):
+    with pytest.raises(FileNotFoundError, match=r"data not found at '.*no_dataset.*--data\.root"):
         engine.fit(model=model, datamodule=datamodule)
+    assert not (tmp_path / "no_dataset").exists()
