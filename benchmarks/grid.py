@@ -425,13 +425,11 @@ def target_lines(rows: list[dict]) -> list[str]:
 
 def plot(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
     """Bar chart: one panel per dataset, image (and pixel, when there are masks) AUROC per model, std as error bars."""
-    import matplotlib as mpl
-
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend to switch
 
     datasets = sorted({dataset for dataset, _ in groups})
-    figure, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    figure = Figure(figsize=(4.5 * len(datasets), 3.6))
+    axes = figure.subplots(1, len(datasets), squeeze=False)
     # One y range for every panel: from chance level, or from 0 when any bar falls below chance.
     lowest = min(
         (
@@ -464,7 +462,6 @@ def plot(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
     axes[0][-1].legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def run_grid(args: argparse.Namespace) -> None:

@@ -120,11 +120,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 def overview(model: "AnomalibModule", datamodule: "ELPV", path: Path, per_row: int = 4) -> None:
     """Save the ``per_row`` highest- and lowest-scoring test cells with their heat maps and ground-truth labels."""
-    import matplotlib as mpl
+    from matplotlib.figure import Figure  # no pyplot: no global backend to switch
     import torch
-
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt
 
     scored = []
     model.eval()
@@ -139,7 +136,8 @@ def overview(model: "AnomalibModule", datamodule: "ELPV", path: Path, per_row: i
             ]
     scored.sort(key=lambda item: item[0], reverse=True)
     rows = {"highest scores": scored[:per_row], "lowest scores": scored[-per_row:]}
-    figure, axes = plt.subplots(2, per_row, figsize=(2.6 * per_row, 5.6), squeeze=False)
+    figure = Figure(figsize=(2.6 * per_row, 5.6))
+    axes = figure.subplots(2, per_row, squeeze=False)
     for axis_row, (title, items) in zip(axes, rows.items(), strict=True):
         for axis, (score, label, image, anomaly_map) in zip(axis_row, items, strict=False):
             size = image.shape[-2:]
@@ -151,7 +149,6 @@ def overview(model: "AnomalibModule", datamodule: "ELPV", path: Path, per_row: i
         axis_row[0].text(-0.08, 0.5, title, transform=axis_row[0].transAxes, rotation=90, va="center", ha="right")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 if __name__ == "__main__":

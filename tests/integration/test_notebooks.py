@@ -8,6 +8,22 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
+# What each notebook must show once run (text of its outputs, and MIME types of displayed data).
+EXPECTED_OUTPUTS = {
+    "01_train_and_heat_maps": ["image/png", "/images/", ".png'"],  # the heat-map figure, the written overlays
+    "02_export_openvino": ["'torch eager'", "OpenVINO ", "image,width,height,pred_score"],  # timings, scores.csv
+}
+
+
+def _output_text(cells: list) -> str:
+    """Every output of the code cells as text: streams, results, and the MIME types of displayed data."""
+    parts = []
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            data = output.get("data", {})
+            parts.extend([*data, data.get("text/plain", "")])
+    return "\n".join(parts)
 
 
 @pytest.mark.usefixtures("lite0_weights")
@@ -29,7 +45,11 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     client.execute()  # raises CellExecutionError, with the failing cell and traceback, on any error
     errors = [output for cell in notebook.cells for output in cell.get("outputs", []) if output.output_type == "error"]
     assert not errors
+    shown = _output_text(notebook.cells)
+    missing = [text for text in EXPECTED_OUTPUTS[path.stem] if text not in shown]
+    assert not missing, f"{path.name} ran but did not show {missing}"
 
 
-def test_notebooks_exist() -> None:
-    assert len(NOTEBOOKS) >= 2
+def test_every_notebook_has_expected_outputs() -> None:
+    """A new notebook needs its line in EXPECTED_OUTPUTS (what it must show), so that running is not all it proves."""
+    assert sorted(EXPECTED_OUTPUTS) == [path.stem for path in NOTEBOOKS]

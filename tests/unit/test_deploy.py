@@ -10,6 +10,7 @@ its maximum. The end-to-end test of real exported models is in ``tests/integrati
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -164,7 +165,7 @@ def test_command_line_without_torch(toy_model: Path, images: Path, tmp_path: Pat
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "Scored 4 images (3 anomalous)" in result.stdout
+    assert re.search(r"Scored 4 images \(3 anomalous, [0-9.]+ images/s, throughput mode\)", result.stdout)
     assert (output / "scores.csv").is_file()
 
 
@@ -249,3 +250,47 @@ def test_read_only_output_location_is_a_clear_error(
     with pytest.raises(DeployError, match=r"Cannot write results next to .*out.*Read-only file system.*writable"):
         score_folder(toy_model, images, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_throughput_mode_gives_the_latency_scores_in_order(toy_model: Path, tmp_path: Path) -> None:
+    """Parallel infer requests change the speed, not the scores or their order (40 images of 3 sizes)."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(40):
+        size = (24 + 8 * (index % 3), 40)
+        Image.fromarray(rng.integers(0, 255, (*size, 3), np.uint8)).save(folder / f"{index:03d}.png")
+    latency = score_folder(toy_model, folder, tmp_path / "latency", mode="latency", overlays=False)
+    throughput = score_folder(toy_model, folder, tmp_path / "throughput", mode="throughput", overlays=False)
+    assert [row["image"] for row in throughput] == [f"{index:03d}.png" for index in range(40)]
+    assert [row["image"] for row in latency] == [row["image"] for row in throughput]
+    for a, b in zip(latency, throughput, strict=True):
+        assert a["pred_score"] == pytest.approx(b["pred_score"], abs=1e-6)
+        assert a["anomaly_map_max"] == pytest.approx(b["anomaly_map_max"], abs=1e-6)
+    summary = json.loads((tmp_path / "throughput" / "scores.json").read_text())
+    assert summary["mode"] == "throughput"
+    assert summary["infer_requests"] >= 1
+    assert summary["images_per_second"] > 0
+    assert json.loads((tmp_path / "latency" / "scores.json").read_text())["infer_requests"] >= 1
+
+
+def test_scorer_yields_keys_images_and_predictions_in_order(toy_model: Path) -> None:
+    scorer = OpenVINOScorer(toy_model, mode="throughput")
+    images = [np.full((20, 30, 3), value / 10, np.float32) for value in range(10)]
+    results = list(scorer.score_many(enumerate(images)))
+    assert [key for key, _, _ in results] == list(range(10))
+    assert all(image is images[key] for key, image, _ in results)
+    assert [prediction["pred_score"] for _, _, prediction in results] == pytest.approx([v / 10 for v in range(10)])
+    assert results[3][2]["anomaly_map"].shape == (20, 30)
+
+
+def test_unknown_mode_is_refused(toy_model: Path) -> None:
+    with pytest.raises(DeployError, match="Unknown mode 'fast'"):
+        OpenVINOScorer(toy_model, mode="fast")
+
+
+def test_progress_line_counts_to_the_total(toy_model: Path, images: Path, tmp_path: Path, capsys) -> None:
+    score_folder(toy_model, images, tmp_path / "out", overlays=False, progress=True)
+    err = capsys.readouterr().err
+    assert "scored 4/4 images, " in err
+    assert err.endswith(" images/s\n")

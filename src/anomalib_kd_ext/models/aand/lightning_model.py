@@ -49,6 +49,7 @@ from torchvision.transforms.v2 import Normalize
 from anomalib_kd_ext.models.components import (
     GuardedExportMixin,
     ResumableRandomStateMixin,
+    attached_trainer,
     adam_betas,
     check_choice,
     check_fractions,
@@ -279,11 +280,11 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         """Under DDP, let the strategy skip the parameters of the stage not being trained."""
         super().setup(stage)
         if self.model.raa is not None:
-            find_unused_parameters_in_ddp(self._trainer, "AAND")
+            find_unused_parameters_in_ddp(attached_trainer(self), "AAND")
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         """Anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
-        check_trainer_dataset(self._trainer)
+        check_trainer_dataset(attached_trainer(self))
         return super().configure_callbacks()
 
     def on_fit_start(self) -> None:
@@ -382,7 +383,7 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
     def on_test_start(self) -> None:
         """Refuse a test set without anomalous images (its AUROC and F1 would be reported as 0.0)."""
         super().on_test_start()
-        check_test_set(self._trainer)
+        check_test_set(attached_trainer(self))
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Predict anomaly maps and scores of a validation batch."""

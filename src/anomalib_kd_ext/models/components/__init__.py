@@ -15,7 +15,7 @@ from .distributed import find_unused_parameters_in_ddp
 from .evaluator import kd_evaluator
 from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, staged_export
 from .optim import adam_betas
-from .resume import ResumableRandomStateMixin, capture_random_state, restore_random_state
+from .resume import ResumableRandomStateMixin, attached_trainer, capture_random_state, restore_random_state
 from .reverse_student import (
     GeneratedBottleneck,
     GeneratedDecoder,
@@ -48,6 +48,7 @@ __all__ = [
     "anomaly_map_tail",
     "anomaly_score",
     "architecture_name",
+    "attached_trainer",
     "build_reverse_student",
     "capture_random_state",
     "check_choice",

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,17 @@ class ResumableRandomStateMixin:
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the generators' states when the checkpoint is loaded to resume training."""
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
-        trainer = getattr(self, "_trainer", None)
+        trainer = attached_trainer(self)  # type: ignore[arg-type]
         if CHECKPOINT_KEY in checkpoint and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
             restore_random_state(checkpoint[CHECKPOINT_KEY])
+
+
+def attached_trainer(module: LightningModule) -> Trainer | None:
+    """The ``Trainer`` that ``module`` is attached to, or ``None`` (e.g. in ``load_from_checkpoint``).
+
+    Lightning's public ``LightningModule.trainer`` raises a ``RuntimeError`` when no trainer is attached.
+    """
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None

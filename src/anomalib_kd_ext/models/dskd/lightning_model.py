@@ -36,6 +36,7 @@ from torch import optim
 from anomalib_kd_ext.models.components import (
     GuardedExportMixin,
     ResumableRandomStateMixin,
+    attached_trainer,
     adam_betas,
     check_choice,
     check_image_files,
@@ -130,7 +131,7 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         """Anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
-        check_trainer_dataset(self._trainer)
+        check_trainer_dataset(attached_trainer(self))
         return super().configure_callbacks()
 
     def on_fit_start(self) -> None:
@@ -153,7 +154,7 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
     def on_test_start(self) -> None:
         """Refuse a test set without anomalous images (its AUROC and F1 would be reported as 0.0)."""
         super().on_test_start()
-        check_test_set(self._trainer)
+        check_test_set(attached_trainer(self))
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Predict anomaly maps and scores of a validation batch."""
