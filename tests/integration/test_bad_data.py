@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from anomalib.data import Folder
+from anomalib.data import Folder, MVTecAD
 from helpers import fit_on_cpu, run_offline
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
-from anomalib_kd_ext.models.components import DatasetProblemsError, check_image_files
+from anomalib_kd_ext.models.components import DatasetProblemsError, check_image_files, check_mask_folders
 from anomalib_kd_ext.models.components.data_checks import show_uncaught_briefly
 
 RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
@@ -195,6 +195,60 @@ def test_anomalous_image_without_mask_is_named(tmp_path: Path) -> None:
     listing.train_data.samples["label_index"] = [1, 1, 0]
     with pytest.raises(DatasetProblemsError, match=r"1 anomalous image without a mask .*: .*1\.png\. Fix"):
         check_image_files(listing)
+
+
+def _masked_folder(root: Path, masks: list[str]) -> Folder:
+    """A Folder dataset with anomalous images ``0.png`` and ``1.png`` in ``bad/`` and ``masks`` in ``mask/``."""
+    for name in ["0.png", "1.png"]:
+        _save(root / "bad" / name, np.full((8, 8, 3), 200, np.uint8))
+    _save(root / "good/0.png", np.zeros((8, 8, 3), np.uint8))
+    for name in masks:
+        _save(root / "mask" / name, np.zeros((8, 8), np.uint8))
+    return Folder(name="m", root=root, normal_dir="good", abnormal_dir="bad", mask_dir="mask", num_workers=0)
+
+
+def test_stray_mask_in_a_folder_dataset_is_named_before_anomalib_misreads_it(tmp_path: Path) -> None:
+    """A mask without an image: our message names it, where anomalib's set-up would fail with a NumPy length error."""
+    datamodule = _masked_folder(tmp_path, ["0.png", "1.png", "2.png"])
+    with pytest.raises(
+        DatasetProblemsError, match=r"1 mask without an anomalous image .*: .*mask/2\.png\. Fix: delete"
+    ):
+        check_mask_folders(datamodule, report_dir=tmp_path / "run")
+    assert (tmp_path / "run/dataset_problems.txt").read_text() == f"mask_without_image\t{tmp_path / 'mask/2.png'}\n"
+    with pytest.raises(ValueError, match="cannot assign 3 input values"):  # what the user saw before
+        datamodule.setup()
+
+
+def test_mvtec_layout_names_stray_and_missing_masks_in_every_defect(tmp_path: Path) -> None:
+    """MVTec layout: a missing ``_mask`` in one defect and a stray one in another are both named; the longest name wins."""
+    base = tmp_path / "cat"
+    for defect, images, masks in [("crack", ["1", "10"], ["10_mask"]), ("hole", ["000"], ["000_mask", "001_mask"])]:
+        for name in images:
+            _save(base / "test" / defect / f"{name}.png", np.full((8, 8, 3), 200, np.uint8))
+        for name in masks:
+            _save(base / "ground_truth" / defect / f"{name}.png", np.zeros((8, 8), np.uint8))
+    _save(base / "test/good/000.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DatasetProblemsError) as caught:
+        check_mask_folders(MVTecAD(root=tmp_path, category="cat"))
+    assert sorted((kind, Path(path).relative_to(base).as_posix()) for kind, path, _ in caught.value.problems) == [
+        ("mask_without_image", "ground_truth/hole/001_mask.png"),
+        ("no_mask", "test/crack/1.png"),
+    ]
+
+
+def test_paired_masks_and_datasets_without_masks_pass(tmp_path: Path) -> None:
+    """Matching masks, a Folder dataset without masks and a datamodule of another kind raise nothing."""
+    check_mask_folders(_masked_folder(tmp_path / "a", ["0_mask.png", "1_mask.png"]))
+    check_mask_folders(Folder(name="n", root=tmp_path / "a", normal_dir="good", abnormal_dir="bad"))
+    check_mask_folders(Listing([]))
+    check_mask_folders(None)
+
+
+def test_fit_stops_on_a_stray_mask_with_the_short_message(tmp_path: Path) -> None:
+    """Through the model: the check runs after the datamodule's ``prepare_data`` and before its ``setup``."""
+    datamodule = _masked_folder(tmp_path / "data", ["0.png", "1.png", "2.png"])
+    with pytest.raises(DatasetProblemsError, match=r"mask/2\.png"):
+        fit_on_cpu(_dskd(), datamodule, tmp_path / "run")
 
 
 def test_readable_listing_passes(tmp_path: Path) -> None:

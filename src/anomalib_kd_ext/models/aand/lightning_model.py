@@ -54,6 +54,7 @@ from anomalib_kd_ext.models.components import (
     check_choice,
     check_fractions,
     check_image_files,
+    check_mask_folders,
     check_range,
     check_test_set,
     check_trainer_dataset,
@@ -281,6 +282,12 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         super().setup(stage)
         if self.model.raa is not None:
             find_unused_parameters_in_ddp(attached_trainer(self), "AAND")
+
+    def prepare_data(self) -> None:
+        """After the datamodule's own ``prepare_data`` (a download), check that its masks and images pair up."""
+        trainer = attached_trainer(self)
+        if trainer is not None:
+            check_mask_folders(getattr(trainer, "datamodule", None), report_dir=trainer.default_root_dir)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         """Anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""

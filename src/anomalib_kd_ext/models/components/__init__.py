@@ -8,6 +8,7 @@ from .data_checks import (
     DatasetProblemsError,
     check_dataset_available,
     check_image_files,
+    check_mask_folders,
     check_test_set,
     check_trainer_dataset,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "check_fractions",
     "DatasetProblemsError",
     "check_image_files",
+    "check_mask_folders",
     "check_input_size",
     "check_range",
     "check_test_set",

@@ -84,7 +84,13 @@ PROBLEMS = {
     ),
     "mask_size": ("mask size differs from its image's", "resize the masks (nearest neighbour) to their images"),
     "no_mask": ("anomalous image without a mask while others have one", "add the masks or drop the images"),
+    "mask_without_image": (
+        "mask without an anomalous image of its name (anomalib pairs masks and images by sorted position)",
+        "delete the stray masks or add their images",
+    ),
 }
+# Image suffixes anomalib's folder datasets list (torchvision's, lower case); the MVTec-style ones use PNG only.
+MASK_FOLDER_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 
 
 class DatasetProblemsError(ValueError):
@@ -135,6 +141,83 @@ def check_image_files(datamodule: object, report_dir: Path | str | None = None) 
     if problems:
         show_uncaught_briefly()
         raise _problems_error(problems, checked, report_dir)
+
+
+def check_mask_folders(datamodule: object, report_dir: Path | str | None = None) -> None:
+    """Before a datamodule is set up, check that its mask folders and anomalous image folders pair up.
+
+    anomalib's ``Folder`` and MVTec-style datasets give the i-th sorted mask to the i-th sorted anomalous image. A
+    stray mask (one without its image) or a missing one shifts every later pair, or stops ``setup`` with a bare
+    pandas / NumPy length error. This lists the folders the way anomalib does and pairs each mask with the anomalous
+    image whose name its name contains (anomalib's own test: ``image stem in mask stem``), so that every mask without
+    an image and every anomalous image without a mask is named at once, before anomalib's error.
+
+    Handles ``Folder`` (``abnormal_dir`` + ``mask_dir``) and the MVTec layout (``root/category/test/<defect>`` with
+    ``ground_truth/<defect>``; ``split_root`` for VisA). Other datamodules are left alone.
+
+    Raises:
+        DatasetProblemsError: As :func:`check_image_files`, with kinds ``mask_without_image`` and ``no_mask``.
+    """
+    problems: list[tuple[str, str, str]] = []
+    pairs = _mask_folder_pairs(datamodule)
+    for images, masks, expected in pairs:
+        _pair_by_name(images, masks, expected, problems)
+    if problems:
+        show_uncaught_briefly()
+        checked = sum(len(images) + len(masks) for images, masks, _ in pairs)
+        raise _problems_error(problems, checked, report_dir, outcome="nothing was run")
+
+
+def _listed(folders: list[Path]) -> list[Path]:
+    """Image files under ``folders`` (recursively, as anomalib lists them), sorted."""
+    return sorted(
+        path
+        for folder in folders
+        if folder.is_dir()
+        for path in folder.glob("**/*")
+        if path.suffix.lower() in MASK_FOLDER_SUFFIXES and path.is_file()
+    )
+
+
+def _mask_folder_pairs(datamodule: object) -> list[tuple[list[Path], list[Path], bool]]:
+    """(anomalous images, masks, masks expected) that anomalib will pair, one per defect folder."""
+    root = getattr(datamodule, "root", None)
+    if getattr(datamodule, "mask_dir", None) and getattr(datamodule, "abnormal_dir", None):  # anomalib's Folder
+
+        def folders(value: object) -> list[Path]:
+            values = value if isinstance(value, list | tuple) else [value]
+            return [Path(v) if Path(v).is_absolute() or root is None else Path(root) / v for v in values]
+
+        masks = _listed(folders(datamodule.mask_dir))
+        return [(_listed(folders(datamodule.abnormal_dir)), masks, bool(masks))]
+    category = getattr(datamodule, "category", None)
+    if root is None or category is None:
+        return []
+    base = Path(getattr(datamodule, "split_root", None) or root) / str(category)
+    truth = base / "ground_truth"
+    if not truth.is_dir() or not (base / "test").is_dir():
+        return []
+    defects = sorted(d.name for d in (base / "test").iterdir() if d.is_dir() and d.name != "good")
+    defects += sorted(d.name for d in truth.iterdir() if d.is_dir() and d.name not in defects)
+    return [(_listed([base / "test" / defect]), _listed([truth / defect]), True) for defect in defects]
+
+
+def _pair_by_name(images: list[Path], masks: list[Path], expected: bool, problems: list[tuple[str, str, str]]) -> None:
+    """Record masks whose name holds no image's name, and images no mask names (the longest match wins).
+
+    ``expected`` is false for a Folder dataset without masks (classification data): nothing to pair.
+    """
+    if not expected:
+        return
+    unclaimed = {image.stem: image for image in images}
+    stems = sorted(unclaimed, key=len, reverse=True)
+    for mask in masks:
+        stem = next((s for s in stems if s in mask.stem and s in unclaimed), None)
+        if stem is None:
+            problems.append(("mask_without_image", str(mask), ""))
+        else:
+            del unclaimed[stem]
+    problems.extend(("no_mask", str(image), "") for image in unclaimed.values())
 
 
 def _inspect(path: Path, problems: list[tuple[str, str, str]]) -> tuple[int, int] | None:
@@ -188,7 +271,12 @@ def show_uncaught_briefly() -> None:
     sys.excepthook = hook
 
 
-def _problems_error(problems: list[tuple[str, str, str]], checked: int, report_dir: Path | str | None) -> ValueError:
+def _problems_error(
+    problems: list[tuple[str, str, str]],
+    checked: int,
+    report_dir: Path | str | None,
+    outcome: str = "nothing was trained",
+) -> ValueError:
     """The short message (and the full report file, when ``report_dir`` is given) for ``problems``."""
     report = None
     if report_dir is not None:
@@ -203,7 +291,7 @@ def _problems_error(problems: list[tuple[str, str, str]], checked: int, report_d
     for kind, path, _ in problems:
         kinds.setdefault(kind, []).append(path)
     where = f"full list: {report}" if report is not None else "each kind below names its first file"
-    lines = [f"{len(problems)} bad file(s) among {checked} images checked; nothing was trained ({where}):"]
+    lines = [f"{len(problems)} bad file(s) among {checked} images checked; {outcome} ({where}):"]
     for kind, paths in kinds.items():
         description, fix = PROBLEMS[kind]
         more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""

@@ -40,6 +40,7 @@ from anomalib_kd_ext.models.components import (
     adam_betas,
     check_choice,
     check_image_files,
+    check_mask_folders,
     check_range,
     check_test_set,
     check_trainer_dataset,
@@ -128,6 +129,12 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         """Adam over Se, the DF embedding and Sd (the teacher is frozen)."""
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         return optim.Adam(parameters, lr=self.learning_rate, betas=self.betas)
+
+    def prepare_data(self) -> None:
+        """After the datamodule's own ``prepare_data`` (a download), check that its masks and images pair up."""
+        trainer = attached_trainer(self)
+        if trainer is not None:
+            check_mask_folders(getattr(trainer, "datamodule", None), report_dir=trainer.default_root_dir)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         """Anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
