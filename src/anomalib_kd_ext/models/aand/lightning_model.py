@@ -47,6 +47,7 @@ from torch import nn, optim
 from torchvision.transforms.v2 import Normalize
 
 from anomalib_kd_ext.models.components import (
+    AtomicCheckpoints,
     GuardedExportMixin,
     ResumableRandomStateMixin,
     attached_trainer,
@@ -290,9 +291,11 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
             check_mask_folders(getattr(trainer, "datamodule", None), report_dir=trainer.default_root_dir)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        """Anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
+        """Anomalib's component callbacks and atomic checkpoints; first, check that the dataset can be found."""
         check_trainer_dataset(attached_trainer(self))
-        return super().configure_callbacks()
+        callbacks = super().configure_callbacks()
+        callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
+        return [*callbacks, AtomicCheckpoints()]
 
     def on_fit_start(self) -> None:
         """Check the input size, the image files and the texture folder before any work is done."""

@@ -4,6 +4,7 @@
 """Knowledge-distillation building blocks shared by AAND and DSKD."""
 
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
+from .checkpoint_io import AtomicCheckpointIO, AtomicCheckpoints, CheckpointWriteError
 from .data_checks import (
     DatasetProblemsError,
     check_dataset_available,
@@ -37,6 +38,9 @@ from .teacher import (
 from .validation import check_choice, check_fractions, check_range
 
 __all__ = [
+    "AtomicCheckpointIO",
+    "AtomicCheckpoints",
+    "CheckpointWriteError",
     "LITE0_PACKAGE_WEIGHTS",
     "CosineAnomalyMap",
     "GeneratedBottleneck",

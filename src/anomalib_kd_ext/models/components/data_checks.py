@@ -96,6 +96,8 @@ MASK_FOLDER_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif",
 class DatasetProblemsError(ValueError):
     """Every bad file of a dataset, grouped by kind; ``report`` is the file with the full list."""
 
+    show_briefly = True  # an uncaught one is printed as its message alone (see ``show_uncaught_briefly``)
+
     def __init__(self, message: str, problems: list[tuple[str, str, str]], report: Path | None) -> None:
         super().__init__(message)
         self.problems = problems
@@ -248,21 +250,21 @@ def _inspect(path: Path, problems: list[tuple[str, str, str]]) -> tuple[int, int
 
 
 def show_uncaught_briefly() -> None:
-    """Print an uncaught :class:`DatasetProblemsError` as its short message alone, without the traceback.
+    """Print an uncaught :class:`DatasetProblemsError` (or other error marked ``show_briefly``) as its message alone.
 
     The stock ``anomalib`` command lets the error of a bad dataset reach the interpreter, where anomalib's rich
     traceback handler prints some 150 lines of anomalib and Lightning frames around the ten-line report. This wraps
-    the current ``sys.excepthook`` (rich's under the CLI) once, at the moment a dataset check fails: an uncaught
-    dataset error is then printed as ``DatasetProblemsError: <message>`` and the process exits with status 1, as
-    before; every other exception goes to the previous hook unchanged. Caught errors (the Python API, notebooks,
-    which do not use ``sys.excepthook``) are not affected.
+    the current ``sys.excepthook`` (rich's under the CLI) once, at the moment a dataset check fails (or a checkpoint
+    cannot be written): an uncaught error whose class sets ``show_briefly`` is then printed as ``<Class>: <message>``
+    and the process exits with status 1, as before; every other exception goes to the previous hook unchanged.
+    Caught errors (the Python API, notebooks, which do not use ``sys.excepthook``) are not affected.
     """
     previous = sys.excepthook
     if getattr(previous, "shows_dataset_problems_briefly", False):
         return
 
     def hook(kind: type[BaseException], value: BaseException, traceback: object) -> None:
-        if isinstance(value, DatasetProblemsError):
+        if getattr(value, "show_briefly", False):
             print(f"{kind.__name__}: {value}", file=sys.stderr)
         else:
             previous(kind, value, traceback)

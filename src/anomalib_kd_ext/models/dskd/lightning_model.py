@@ -34,6 +34,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 
 from anomalib_kd_ext.models.components import (
+    AtomicCheckpoints,
     GuardedExportMixin,
     ResumableRandomStateMixin,
     attached_trainer,
@@ -137,9 +138,11 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
             check_mask_folders(getattr(trainer, "datamodule", None), report_dir=trainer.default_root_dir)
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        """Anomalib's component callbacks; first, check that the dataset can be found (before it is downloaded)."""
+        """Anomalib's component callbacks and atomic checkpoints; first, check that the dataset can be found."""
         check_trainer_dataset(attached_trainer(self))
-        return super().configure_callbacks()
+        callbacks = super().configure_callbacks()
+        callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
+        return [*callbacks, AtomicCheckpoints()]
 
     def on_fit_start(self) -> None:
         """Check the input size and the image files before any work is done."""
