@@ -7,7 +7,19 @@ For every model and matched teacher, at 256x256 on the CPU:
 
 - parameters (whole inference graph) and GFLOPs (``torch.utils.flop_counter``, one image; 1 multiply-add = 2 FLOPs);
 - latency, batch 1, synchronous: median ms of ``--repeats`` runs after warm-up (torch eager, OpenVINO FP32, INT8);
-- throughput, images/s: torch eager at batch 8, OpenVINO with the THROUGHPUT hint and an asynchronous queue.
+- throughput, images/s: torch eager at batch 8, OpenVINO with the THROUGHPUT hint and an asynchronous queue;
+- OpenVINO BF16 (``INFERENCE_PRECISION_HINT: bf16``) where the CPU plugin lists BF16 among its
+  ``OPTIMIZATION_CAPABILITIES``, else the row says why it is missing;
+- a roofline of this machine, measured with models built with OpenVINO's own API (a 3x3 convolution and a large
+  MatMul in FP32, BF16 where supported and INT8 quantised by NNCF; an element-wise add for memory bandwidth), and
+  per model the GFLOPs of each stage (the torch model's children: teacher, RAA / students, anomaly map; the rest is
+  pre- and post-processing), achieved GFLOP/s and the fraction of the measured peak of its precision;
+- OpenVINO's per-node performance counters (``PERF_COUNT``) of the FP32 and INT8 models, summed by layer type and
+  kernel, with the time share of nodes that run in FP32 inside the INT8 model
+  (``deploy_<teacher>_<cpu>_<threads>t_profile.json``).
+
+The ISA flags of the CPU (``/proc/cpuinfo``) and OpenVINO's capabilities are read at run time and written to every
+row; nothing about the hardware is assumed.
 
 Pairs with the same teacher (``--teacher``): ``paper`` = AAND vs anomalib ``ReverseDistillation`` on
 WideResNet-50-2 and DSKD vs anomalib ``Stfpm`` on ResNet18; ``lite0`` = the same four on EfficientNet-Lite0
@@ -23,9 +35,11 @@ Example (the tables in README.md came from these commands, run from the reposito
 
     python benchmarks/deploy_benchmark.py --teacher lite0
     python benchmarks/deploy_benchmark.py --teacher paper
+    python benchmarks/deploy_benchmark.py --roofline-only   # the machine's peaks alone, ~1 min
 """
 
 import argparse
+import json
 import platform
 import re
 import statistics
@@ -46,6 +60,95 @@ from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
 
 IMAGE_SIZE = 256
+# ISA extensions that decide which kernels OpenVINO and torch can use (looked up in /proc/cpuinfo at run time).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def isa_flags() -> str:
+    """The ISA extensions of :data:`ISA_FLAGS` this CPU reports, space separated (empty if unknown)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return ""
+    match = re.search(r"^flags\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+    present = set(match.group(1).split()) if match else set()
+    return " ".join(flag for flag in ISA_FLAGS if flag in present)
+
+
+def openvino_capabilities() -> list[str]:
+    """OpenVINO CPU plugin's ``OPTIMIZATION_CAPABILITIES`` (e.g. FP32, BF16, INT8)."""
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def _conv_model(channels: int = 256, size: int = 56) -> tuple[ov.Model, float]:
+    """A 3x3 convolution (``channels`` in and out, ``size`` x ``size``) built with OpenVINO's opset, and its GFLOPs."""
+    from openvino import opset13 as ops
+
+    rng = np.random.default_rng(0)
+    data = ops.parameter([1, channels, size, size], np.float32, name="x")
+    weights = ops.constant(rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.05)
+    conv = ops.convolution(data, weights, [1, 1], [1, 1], [1, 1], [1, 1])
+    return ov.Model([ops.relu(conv)], [data], "conv3x3"), 2 * channels * channels * 9 * size * size / 1e9
+
+
+def _matmul_model(size: int = 1024) -> tuple[ov.Model, float]:
+    """A ``size`` x ``size`` by ``size`` x ``size`` MatMul with constant weights, and its GFLOPs."""
+    from openvino import opset13 as ops
+
+    rng = np.random.default_rng(0)
+    data = ops.parameter([size, size], np.float32, name="x")
+    weights = ops.constant(rng.standard_normal((size, size)).astype(np.float32) * 0.05)
+    return ov.Model([ops.matmul(data, weights, False, False)], [data], "matmul"), 2 * size**3 / 1e9
+
+
+def _int8(model: ov.Model) -> ov.Model:
+    """``model`` quantised by NNCF (weights and activations INT8) on random calibration inputs."""
+    import nncf
+
+    shape = tuple(model.inputs[0].get_partial_shape().to_shape())
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]
+    return nncf.quantize(model, nncf.Dataset(samples), subset_size=4)
+
+
+def _best_ms(compiled: ov.CompiledModel, inputs: np.ndarray, repeats: int) -> float:
+    request = compiled.create_infer_request()
+    return median_ms(lambda: request.infer({0: inputs}, share_inputs=True), repeats, warmup=3)
+
+
+def roofline(repeats: int = 20) -> dict:
+    """Measured peaks of OpenVINO on this CPU: GFLOP/s per precision (best of a conv and a MatMul), memory GB/s."""
+    from openvino import opset13 as ops
+
+    core = ov.Core()
+    capabilities = openvino_capabilities()
+    precisions = ["f32", *(["bf16"] if "BF16" in capabilities else []), "i8"]
+    peaks: dict[str, float] = {}
+    details: dict[str, float] = {}
+    for name, (model, gflops) in {"conv3x3": _conv_model(), "matmul1024": _matmul_model()}.items():
+        inputs = np.random.default_rng(0).standard_normal(tuple(model.inputs[0].get_shape())).astype(np.float32)
+        for precision in precisions:
+            target = _int8(model) if precision == "i8" else model
+            hint = "f32" if precision == "i8" else precision
+            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+            rate = gflops / (_best_ms(core.compile_model(target, "CPU", config), inputs, repeats) / 1000)
+            details[f"{name}_{precision}_GFLOP_s"] = round(rate, 1)
+            peaks[precision] = max(peaks.get(precision, 0.0), rate)
+    elements = 16 * 1024 * 1024  # two 64 MB inputs, one 64 MB output: far beyond the caches
+    left = ops.parameter([elements], np.float32, name="a")
+    right = ops.parameter([elements], np.float32, name="b")
+    add = core.compile_model(
+        ov.Model([ops.add(left, right)], [left, right], "add"), "CPU", {"PERFORMANCE_HINT": "LATENCY"}
+    )
+    request = add.create_infer_request()
+    values = np.ones(elements, np.float32)
+    milliseconds = median_ms(lambda: request.infer({0: values, 1: values}, share_inputs=True), repeats, warmup=3)
+    return {
+        **{f"peak_{precision}_GFLOP_s": round(rate, 1) for precision, rate in peaks.items()},
+        "memory_GB_s": round(3 * 4 * elements / (milliseconds / 1000) / 1e9, 1),
+        **details,
+        "isa_flags": isa_flags(),
+        "openvino_capabilities": " ".join(capabilities),
+    }
 
 
 def cpu_name() -> str:
@@ -109,28 +212,50 @@ def torch_numbers(model: torch.nn.Module, repeats: int) -> dict:
     image = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     batch = torch.rand(8, 3, IMAGE_SIZE, IMAGE_SIZE)
     with torch.no_grad():
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, depth=3)
         with counter:
             model(image)
         latency = median_ms(lambda: model(image), repeats)
         batch_ms = median_ms(lambda: model(batch), max(3, repeats // 8), warmup=1)
+    total = counter.get_total_flops()
+    stages = {  # "<Class>.model.<child>": the torch model's children (teacher, RAA / students, anomaly map)
+        key.split(".")[2]: sum(counts.values())
+        for key, counts in counter.get_flop_counts().items()
+        if key.count(".") == 2 and key.split(".")[1] == "model"
+    }
+    breakdown = {f"GFLOPs_{stage}": round(flops / 1e9, 3) for stage, flops in stages.items()}
+    breakdown["GFLOPs_pre_post"] = round((total - sum(stages.values())) / 1e9, 3)
     return {
         "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "GFLOPs": round(counter.get_total_flops() / 1e9, 2),
+        "GFLOPs": round(total / 1e9, 2),
+        "GFLOPs_stages": " ".join(f"{key[7:]}={value}" for key, value in breakdown.items()),
         "torch_latency_ms": round(latency, 1),
         "torch_throughput_img_s": round(8000 / batch_ms, 1),
     }
 
 
-def openvino_numbers(path: Path, repeats: int, prefix: str) -> dict:
-    """Batch-1 synchronous latency (LATENCY hint) and asynchronous throughput (THROUGHPUT hint) of an IR model."""
+def openvino_numbers(path: Path, repeats: int, prefix: str, precision: str = "f32") -> tuple[dict, dict]:
+    """Batch-1 synchronous latency (LATENCY hint), asynchronous throughput (THROUGHPUT hint) and the per-node profile.
+
+    ``precision`` is OpenVINO's ``INFERENCE_PRECISION_HINT`` (``f32`` for the FP32 and INT8 IRs, ``bf16``). The
+    profile sums OpenVINO's performance counters over ``repeats`` runs by (layer type, kernel) in ms per image.
+    """
     core = ov.Core()
     image = np.random.default_rng(0).random((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    compiled = core.compile_model(str(path), "CPU", config)
     request = compiled.create_infer_request()
     latency = median_ms(lambda: request.infer({0: image}), repeats)
+    profiled = core.compile_model(str(path), "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
+    profile: dict[str, float] = {}
+    for _ in range(repeats):
+        profiled.infer({0: image})
+        for node in profiled.profiling_info:
+            if node.status == ov.ProfilingInfo.Status.EXECUTED:
+                key = f"{node.node_type} [{node.exec_type}]"
+                profile[key] = profile.get(key, 0.0) + node.real_time.total_seconds() * 1000 / repeats
     compiled = core.compile_model(
-        str(path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+        str(path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": precision}
     )
     queue = ov.AsyncInferQueue(compiled)
     for _ in range(len(queue)):
@@ -142,7 +267,14 @@ def openvino_numbers(path: Path, repeats: int, prefix: str) -> dict:
         queue.start_async({0: image})
     queue.wait_all()
     throughput = count / (time.perf_counter() - start)
-    return {f"{prefix}_latency_ms": round(latency, 1), f"{prefix}_throughput_img_s": round(throughput, 1)}
+    profile = dict(sorted(((key, round(ms, 3)) for key, ms in profile.items()), key=lambda item: -item[1]))
+    return {f"{prefix}_latency_ms": round(latency, 1), f"{prefix}_throughput_img_s": round(throughput, 1)}, profile
+
+
+def fp32_share(profile: dict[str, float]) -> float:
+    """Fraction of the profiled time spent in kernels that compute in FP32 (``f32`` in OpenVINO's kernel name)."""
+    total = sum(profile.values())
+    return sum(ms for key, ms in profile.items() if "f32" in key.split("[")[-1]) / total if total else 0.0
 
 
 def export_openvino(model: torch.nn.Module, directory: Path) -> tuple[Path, Path]:
@@ -160,15 +292,24 @@ def export_openvino(model: torch.nn.Module, directory: Path) -> tuple[Path, Path
 
 
 def main() -> None:
-    """Measure every model of the chosen pairing; print and save the table."""
+    """Measure the roofline, then every model of the chosen pairing; print and save the table and the profiles."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", choices=["lite0", "paper"], default="lite0")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--roofline-only", action="store_true", help="measure and save the machine's peaks only")
     args = parser.parse_args()
     torch.manual_seed(0)
     threads = torch.get_num_threads()
-    rows = []
+    slug = re.sub(r"\W+", "-", cpu_name()).strip("-").lower()
+    hardware = f"{cpu_name()}, {threads} threads"
+    peaks = roofline() | {"hardware": hardware, "openvino": ov.__version__}
+    print(peaks, flush=True)
+    save_rows([peaks], Path(args.out), f"roofline_{slug}_{threads}t")
+    if args.roofline_only:
+        return
+    bf16 = "BF16" in peaks["openvino_capabilities"]
+    rows, profiles = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name, model in build_models(args.teacher, work).items():
@@ -179,24 +320,42 @@ def main() -> None:
                 **torch_numbers(model, args.repeats),
             }
             fp32, int8 = export_openvino(model, work / re.sub(r"\W+", "_", name))
-            row |= openvino_numbers(fp32, args.repeats, "ov_fp32")
-            row |= openvino_numbers(int8, args.repeats, "ov_int8")
+            variants = [
+                ("ov_fp32", fp32, "f32", "f32"),
+                *([("ov_bf16", fp32, "bf16", "bf16")] if bf16 else []),
+                ("ov_int8", int8, "f32", "i8"),
+            ]
+            for prefix, path, hint, peak in variants:
+                numbers, profile = openvino_numbers(path, args.repeats, prefix, hint)
+                row |= numbers
+                achieved = row["GFLOPs"] / (row[f"{prefix}_latency_ms"] / 1000)
+                row[f"{prefix}_GFLOP_s"] = round(achieved, 1)
+                row[f"{prefix}_fraction_of_peak"] = round(achieved / peaks[f"peak_{peak}_GFLOP_s"], 3)
+                row[f"{prefix}_fp32_time_share"] = round(fp32_share(profile), 3)
+                profiles[f"{name} {prefix}"] = profile
+            if not bf16:
+                row["ov_bf16_latency_ms"] = "n/a: the CPU plugin lists no BF16 capability on this CPU"
             row["ov_fp32_speedup_vs_torch"] = round(row["torch_latency_ms"] / row["ov_fp32_latency_ms"], 2)
             row["ov_int8_speedup_vs_fp32"] = round(row["ov_fp32_latency_ms"] / row["ov_int8_latency_ms"], 2)
             row |= {
-                "hardware": f"{cpu_name()}, {threads} threads",
+                "hardware": hardware,
+                "isa_flags": peaks["isa_flags"],
                 "torch": torch.__version__,
                 "openvino": ov.__version__,
             }
             rows.append(row)
             print(row, flush=True)
-    slug = re.sub(r"\W+", "-", cpu_name()).strip("-").lower()
-    save_rows(rows, Path(args.out), f"deploy_{args.teacher}_{slug}_{threads}t")
-    print(f"\n{'model':30} {'GFLOPs':>7} {'torch ms':>9} {'OV32 ms':>8} {'INT8 ms':>8} {'x32':>5} {'x8':>5}")
+    stem = f"deploy_{args.teacher}_{slug}_{threads}t"
+    save_rows(rows, Path(args.out), stem)
+    (Path(args.out) / f"{stem}_profile.json").write_text(json.dumps(profiles, indent=1))
+    print(
+        f"\n{'model':30} {'GFLOPs':>7} {'torch ms':>9} {'OV32 ms':>8} {'INT8 ms':>8} {'x32':>5} {'x8':>5} {'peak32':>6}"
+    )
     for row in rows:
         print(
-            f"{row['model']:30} {row['GFLOPs']:7.1f} {row['torch_latency_ms']:9.1f} {row['ov_fp32_latency_ms']:8.1f} "
-            f"{row['ov_int8_latency_ms']:8.1f} {row['ov_fp32_speedup_vs_torch']:5.2f} {row['ov_int8_speedup_vs_fp32']:5.2f}",
+            f"{row['model']:30} {row['GFLOPs']:7.2f} {row['torch_latency_ms']:9.1f} {row['ov_fp32_latency_ms']:8.1f} "
+            f"{row['ov_int8_latency_ms']:8.1f} {row['ov_fp32_speedup_vs_torch']:5.2f} "
+            f"{row['ov_int8_speedup_vs_fp32']:5.2f} {row['ov_fp32_fraction_of_peak']:6.2f}",
         )
 
 

@@ -59,13 +59,14 @@ class CheckpointWriteError(OSError):
 
 
 class AtomicCheckpointIO(AnomalibCheckpointIO):
-    """anomalib's ``AnomalibCheckpointIO`` (Lightning's ``TorchCheckpointIO`` with anomalib's safe globals for loading),
-    with local files written beside their target and renamed into place.
+    """anomalib's ``AnomalibCheckpointIO`` whose local saves are written beside their target and renamed into place.
+
+    Loading is anomalib's (Lightning's ``TorchCheckpointIO`` with anomalib's safe globals).
     """
 
     @override
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:  # noqa: ANN401
-        """Write ``checkpoint`` to ``path`` completely or not at all; the previous file stays until the new one is whole.
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` to ``path`` completely or not at all; the old file stays until the new one is whole.
 
         Raises:
             CheckpointWriteError: The file could not be written (full or read-only disk, ...); ``path`` is unchanged.
@@ -86,7 +87,7 @@ class AtomicCheckpointIO(AnomalibCheckpointIO):
                 file.write(buffer.getbuffer())
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(temporary, target)
+            temporary.replace(target)
             temporary = None
         except OSError as error:
             previous = "the previous checkpoint there is unchanged" if target.is_file() else "no checkpoint was written"
