@@ -6,7 +6,8 @@
 For every model and matched teacher, at 256x256 on the CPU:
 
 - parameters (whole inference graph) and GFLOPs (``torch.utils.flop_counter``, one image; 1 multiply-add = 2 FLOPs);
-- latency, batch 1, synchronous: median ms of ``--repeats`` runs after warm-up (torch eager, OpenVINO FP32, INT8);
+- latency, batch 1, synchronous: median ms of ``--repeats`` runs after warm-up (torch eager, OpenVINO FP32, INT8;
+  OpenVINO models compiled with the batch axis fixed to 1, as the folder scorer does);
 - throughput, images/s: torch eager at batch 8, OpenVINO with the THROUGHPUT hint and an asynchronous queue;
 - OpenVINO BF16 (``INFERENCE_PRECISION_HINT: bf16``) where the CPU plugin lists BF16 among its
   ``OPTIMIZATION_CAPABILITIES``, else the row says why it is missing;
@@ -243,10 +244,12 @@ def openvino_numbers(path: Path, repeats: int, prefix: str, precision: str = "f3
     core = ov.Core()
     image = np.random.default_rng(0).random((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
-    compiled = core.compile_model(str(path), "CPU", config)
+    model = core.read_model(str(path))  # batch axis fixed to 1, as the folder scorer compiles it
+    model.reshape({model.inputs[0]: ov.PartialShape([1, 3, IMAGE_SIZE, IMAGE_SIZE])})
+    compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     latency = median_ms(lambda: request.infer({0: image}), repeats)
-    profiled = core.compile_model(str(path), "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
+    profiled = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
     profile: dict[str, float] = {}
     for _ in range(repeats):
         profiled.infer({0: image})
@@ -255,7 +258,7 @@ def openvino_numbers(path: Path, repeats: int, prefix: str, precision: str = "f3
                 key = f"{node.node_type} [{node.exec_type}]"
                 profile[key] = profile.get(key, 0.0) + node.real_time.total_seconds() * 1000 / repeats
     compiled = core.compile_model(
-        str(path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": precision}
+        model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": precision}
     )
     queue = ov.AsyncInferQueue(compiled)
     for _ in range(len(queue)):

@@ -97,6 +97,18 @@ def test_static_input_model_gets_resized_images(tmp_path: Path) -> None:
     assert prediction["anomaly_map"].shape == (30, 100)
 
 
+def test_dynamic_batch_axis_is_fixed_to_one_image(tmp_path: Path) -> None:
+    """anomalib exports a dynamic batch axis; the scorer compiles batch 1 (fused post-processing), same scores."""
+    path = save_toy_model(tmp_path / "static.xml", input_size=(64, 64))
+    assert ov.Core().read_model(str(path)).inputs[0].get_partial_shape()[0].is_dynamic
+    scorer = OpenVINOScorer(path)
+    assert scorer.compiled.inputs[0].get_partial_shape() == ov.PartialShape([1, 3, 64, 64])
+    image = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
+    dynamic = ov.Core().compile_model(str(path), "CPU")(image.transpose(2, 0, 1)[None])
+    assert scorer(image)["pred_score"] == pytest.approx(float(dynamic["pred_score"].reshape(-1)[0]), abs=1e-6)
+    assert OpenVINOScorer(save_toy_model(tmp_path / "any.xml")).compiled.inputs[0].get_partial_shape()[0].is_dynamic
+
+
 def test_reads_images_like_anomalib(images: Path) -> None:
     from anomalib.data.utils import read_image as anomalib_read_image
 
