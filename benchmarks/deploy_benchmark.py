@@ -7,7 +7,8 @@ For every model and matched teacher, at 256x256 on the CPU:
 
 - parameters (whole inference graph) and GFLOPs (``torch.utils.flop_counter``, one image; 1 multiply-add = 2 FLOPs);
 - latency, batch 1, synchronous: median ms of ``--repeats`` runs after warm-up (torch eager, OpenVINO FP32, INT8;
-  OpenVINO models compiled with the batch axis fixed to 1, as the folder scorer does);
+  OpenVINO models compiled with the batch axis fixed to 1, as the folder scorer does, and timed in alternating
+  rounds so that their ratios survive a shared machine's changing load);
 - throughput, images/s: torch eager at batch 8, OpenVINO with the THROUGHPUT hint and an asynchronous queue;
 - OpenVINO BF16 (``INFERENCE_PRECISION_HINT: bf16``) where the CPU plugin lists BF16 among its
   ``OPTIMIZATION_CAPABILITIES``, else the row says why it is missing;
@@ -235,21 +236,46 @@ def torch_numbers(model: torch.nn.Module, repeats: int) -> dict:
     }
 
 
-def openvino_numbers(path: Path, repeats: int, prefix: str, precision: str = "f32") -> tuple[dict, dict]:
-    """Batch-1 synchronous latency (LATENCY hint), asynchronous throughput (THROUGHPUT hint) and the per-node profile.
+def static_model(path: Path) -> ov.Model:
+    """The IR at ``path`` with its batch axis fixed to 1, as the folder scorer compiles it."""
+    model = ov.Core().read_model(str(path))
+    model.reshape({model.inputs[0]: ov.PartialShape([1, 3, IMAGE_SIZE, IMAGE_SIZE])})
+    return model
 
-    ``precision`` is OpenVINO's ``INFERENCE_PRECISION_HINT`` (``f32`` for the FP32 and INT8 IRs, ``bf16``). The
-    profile sums OpenVINO's performance counters over ``repeats`` runs by (layer type, kernel) in ms per image.
+
+def interleaved_latency_ms(
+    variants: dict[str, tuple[ov.Model, str]], repeats: int, rounds: int = 5
+) -> dict[str, float]:
+    """Batch-1 synchronous latency (LATENCY hint) of each variant, median of ``repeats`` runs taken in ``rounds``.
+
+    The variants take turns (round 1 of each, then round 2 ...), so that a change in the load of a shared machine
+    hits all of them alike and their ratios stay fair. ``variants`` maps a name to (model, precision hint).
     """
     core = ov.Core()
     image = np.random.default_rng(0).random((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
-    model = core.read_model(str(path))  # batch axis fixed to 1, as the folder scorer compiles it
-    model.reshape({model.inputs[0]: ov.PartialShape([1, 3, IMAGE_SIZE, IMAGE_SIZE])})
-    compiled = core.compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
-    latency = median_ms(lambda: request.infer({0: image}), repeats)
-    profiled = core.compile_model(model, "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
+    requests = {
+        name: core.compile_model(
+            model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+        ).create_infer_request()
+        for name, (model, hint) in variants.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in requests}
+    for _ in range(rounds):
+        for name, request in requests.items():
+            for index in range(3 + max(1, repeats // rounds)):
+                start = time.perf_counter()
+                request.infer({0: image})
+                if index >= 3:  # warm-up
+                    times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
+
+
+def openvino_profile_and_throughput(model: ov.Model, precision: str, repeats: int) -> tuple[dict, float]:
+    """OpenVINO's performance counters summed by (layer type, kernel), ms per image; THROUGHPUT-hint images/s."""
+    core = ov.Core()
+    image = np.random.default_rng(0).random((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision, "PERF_COUNT": True}
+    profiled = core.compile_model(model, "CPU", config).create_infer_request()
     profile: dict[str, float] = {}
     for _ in range(repeats):
         profiled.infer({0: image})
@@ -270,8 +296,7 @@ def openvino_numbers(path: Path, repeats: int, prefix: str, precision: str = "f3
         queue.start_async({0: image})
     queue.wait_all()
     throughput = count / (time.perf_counter() - start)
-    profile = dict(sorted(((key, round(ms, 3)) for key, ms in profile.items()), key=lambda item: -item[1]))
-    return {f"{prefix}_latency_ms": round(latency, 1), f"{prefix}_throughput_img_s": round(throughput, 1)}, profile
+    return dict(sorted(((key, round(ms, 3)) for key, ms in profile.items()), key=lambda item: -item[1])), throughput
 
 
 def fp32_share(profile: dict[str, float]) -> float:
@@ -328,10 +353,13 @@ def main() -> None:
                 *([("ov_bf16", fp32, "bf16", "bf16")] if bf16 else []),
                 ("ov_int8", int8, "f32", "i8"),
             ]
-            for prefix, path, hint, peak in variants:
-                numbers, profile = openvino_numbers(path, args.repeats, prefix, hint)
-                row |= numbers
-                achieved = row["GFLOPs"] / (row[f"{prefix}_latency_ms"] / 1000)
+            models = {prefix: (static_model(path), hint) for prefix, path, hint, _ in variants}
+            latencies = interleaved_latency_ms(models, args.repeats)
+            for prefix, _, hint, peak in variants:
+                profile, throughput = openvino_profile_and_throughput(models[prefix][0], hint, args.repeats)
+                row[f"{prefix}_latency_ms"] = round(latencies[prefix], 1)
+                row[f"{prefix}_throughput_img_s"] = round(throughput, 1)
+                achieved = row["GFLOPs"] / (latencies[prefix] / 1000)
                 row[f"{prefix}_GFLOP_s"] = round(achieved, 1)
                 row[f"{prefix}_fraction_of_peak"] = round(achieved / peaks[f"peak_{peak}_GFLOP_s"], 3)
                 row[f"{prefix}_fp32_time_share"] = round(fp32_share(profile), 3)

@@ -4,10 +4,12 @@
 """Tiny generated datasets for tests: MVTec AD layout, a few small PNG images."""
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -91,3 +93,28 @@ def run_offline(command: list[str], cwd: Path, **env: str) -> subprocess.Complet
         timeout=900,
         check=False,
     )
+
+
+def _can_mount_tmpfs() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && umount $d && rmdir $d"
+    command = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", probe]
+    return subprocess.run(command, capture_output=True, check=False).returncode == 0  # noqa: S603
+
+
+needs_tmpfs = pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a user namespace here")
+
+
+def on_small_disk(
+    mount_point: Path, size: str, command: list[str], read_only: bool = False
+) -> subprocess.CompletedProcess:
+    """Run ``command`` with a fresh tmpfs of ``size`` mounted at ``mount_point`` (optionally remounted read-only)."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    script = f'mount -t tmpfs -o size={size} tmpfs "{mount_point}" && mkdir "{mount_point}/run"'
+    if read_only:
+        script += f' && mount -o remount,ro "{mount_point}"'
+    script += ' && exec "$@"'
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    full = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", *command]
+    return subprocess.run(full, capture_output=True, text=True, env=env, timeout=600, check=False)  # noqa: S603

@@ -10,8 +10,6 @@ tests below still run.
 
 import errno
 import os
-import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -20,35 +18,11 @@ import numpy as np
 import pytest
 import torch
 from anomalib.engine.plugins import AnomalibCheckpointIO
+from helpers import needs_tmpfs, on_small_disk
 from lightning.pytorch import Trainer
 from PIL import Image
 
 from anomalib_kd_ext.models.components import AtomicCheckpointIO, AtomicCheckpoints, CheckpointWriteError
-
-
-def _can_mount_tmpfs() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d && umount $d && rmdir $d"
-    command = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", probe]
-    return subprocess.run(command, capture_output=True, check=False).returncode == 0  # noqa: S603
-
-
-needs_tmpfs = pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs in a user namespace here")
-
-
-def _on_small_disk(
-    mount_point: Path, size: str, command: list[str], read_only: bool = False
-) -> subprocess.CompletedProcess:
-    """Run ``command`` with a fresh tmpfs of ``size`` mounted at ``mount_point`` (optionally remounted read-only)."""
-    mount_point.mkdir(parents=True, exist_ok=True)
-    script = f'mount -t tmpfs -o size={size} tmpfs "{mount_point}" && mkdir "{mount_point}/run"'
-    if read_only:
-        script += f' && mount -o remount,ro "{mount_point}"'
-    script += ' && exec "$@"'
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    full = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", *command]
-    return subprocess.run(full, capture_output=True, text=True, env=env, timeout=600, check=False)  # noqa: S603
 
 
 def _folder_data(root: Path) -> list[str]:
@@ -84,7 +58,7 @@ def test_training_on_a_full_disk_is_a_short_error_and_leaves_no_half_checkpoint(
     ``model.ckpt`` behind a 200-line traceback.
     """
     disk = tmp_path / "disk"
-    result = _on_small_disk(disk, "2m", _fit_command(_folder_data(tmp_path / "data"), disk / "run"))
+    result = on_small_disk(disk, "2m", _fit_command(_folder_data(tmp_path / "data"), disk / "run"))
     assert result.returncode == 1, result.stderr[-2000:]
     message = result.stderr[result.stderr.index("CheckpointWriteError: ") :]
     assert "Could not write the checkpoint '" in message
@@ -113,7 +87,7 @@ def test_full_disk_keeps_the_previous_checkpoint_byte_identical(tmp_path: Path) 
         print("EPOCH", torch.load(path, weights_only=True)["epoch"])
         print("FILES", sorted(p.name for p in path.parent.iterdir()))
     """)
-    result = _on_small_disk(disk, "1m", [sys.executable, "-c", script])
+    result = on_small_disk(disk, "1m", [sys.executable, "-c", script])
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"ERROR {errno.ENOSPC} ")
@@ -129,7 +103,7 @@ def test_read_only_run_folder_stops_before_anything_is_written(tmp_path: Path) -
     last line names the folder and the cause, and nothing is written.
     """
     disk = tmp_path / "disk"
-    result = _on_small_disk(disk, "2m", _fit_command(_folder_data(tmp_path / "data"), disk / "run"), read_only=True)
+    result = on_small_disk(disk, "2m", _fit_command(_folder_data(tmp_path / "data"), disk / "run"), read_only=True)
     assert result.returncode == 1
     assert f"OSError: [Errno 30] Read-only file system: '{disk}/run/AAND'" in " ".join(result.stderr.split())
 

@@ -13,11 +13,13 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 import pytest
+from helpers import needs_tmpfs, on_small_disk
 from openvino import opset13 as ops
 from PIL import Image
 
@@ -220,6 +222,36 @@ def test_full_disk_keeps_the_previous_results(
     assert len(error.strip().splitlines()) == 1
     assert _snapshot(output) == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["images", "model", "out"]
+
+
+@needs_tmpfs
+def test_really_full_disk_keeps_the_previous_results(toy_model: Path, tmp_path: Path) -> None:
+    """A 512 kB tmpfs: the first scoring fits, a larger second one fills the disk; exit 3, old results byte-identical."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "many"
+    images.mkdir()
+    for index in range(12):  # incompressible overlays of ~190 kB each
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), np.uint8)).save(images / f"{index:02d}.png")
+    disk = tmp_path / "disk"
+    script = textwrap.dedent(f"""
+        import hashlib, pathlib, sys
+        from anomalib_kd_ext.deploy import main
+        out = pathlib.Path("{disk}/run/out")
+        first = main(["{toy_model}", "{images}", "--output", str(out), "--no-overlays"])
+        def snapshot():
+            return {{str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}}
+        before = snapshot()
+        second = main(["{toy_model}", "{images}", "--output", str(out)])
+        print("CODES", first, second)
+        print("SAME", snapshot() == before, sorted(before))
+        print("LEFT", sorted(p.name for p in out.parent.iterdir()))
+    """)
+    result = on_small_disk(disk, "512k", [sys.executable, "-c", script])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[0].startswith("Scored 12 images")  # the first, scores-only run fits
+    assert result.stdout.splitlines()[1:] == ["CODES 0 3", "SAME True ['scores.csv', 'scores.json']", "LEFT ['out']"]
+    assert "No space left on device" in result.stderr
+    assert "was left as it was" in result.stderr
 
 
 def test_failed_move_into_place_restores_the_previous_results(
