@@ -221,23 +221,37 @@ def median_ms(run: Callable[[], object], repeats: int, warmup: int = 5) -> float
     return 1000 * statistics.median(times)
 
 
+def stage_flops(counts: dict[str, dict], children: list[str]) -> dict[str, int]:
+    """FLOPs per child of the torch model (teacher, RAA / students, anomaly map) from FlopCounterMode's module counts.
+
+    A child that is called itself is counted as ``<Class>.model.<child>``; a container that is not (AAND's RAA
+    ``ModuleList``) as the sum of its called members, ``<Class>.model.<child>.<member>``.
+    """
+    stages = {}
+    for child in children:
+        direct = [flops for key, flops in counts.items() if key.split(".")[1:] == ["model", child]]
+        members = [
+            flops for key, flops in counts.items() if key.split(".")[1:3] == ["model", child] and key.count(".") == 3
+        ]
+        found = direct or members
+        if found:
+            stages[child] = sum(sum(flop.values()) for flop in found)
+    return stages
+
+
 def torch_numbers(model: torch.nn.Module, repeats: int) -> dict:
     """Parameters, GFLOPs, batch-1 latency and batch-8 throughput of the eager model (pre- and post-processing
     included, as in the exported graph)."""
     image = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     batch = torch.rand(8, 3, IMAGE_SIZE, IMAGE_SIZE)
     with torch.no_grad():
-        counter = FlopCounterMode(display=False, depth=3)
+        counter = FlopCounterMode(display=False, depth=4)
         with counter:
             model(image)
         latency = median_ms(lambda: model(image), repeats)
         batch_ms = median_ms(lambda: model(batch), max(3, repeats // 8), warmup=1)
     total = counter.get_total_flops()
-    stages = {  # "<Class>.model.<child>": the torch model's children (teacher, RAA / students, anomaly map)
-        key.split(".")[2]: sum(counts.values())
-        for key, counts in counter.get_flop_counts().items()
-        if key.count(".") == 2 and key.split(".")[1] == "model"
-    }
+    stages = stage_flops(counter.get_flop_counts(), [name for name, _ in model.model.named_children()])
     breakdown = {f"GFLOPs_{stage}": round(flops / 1e9, 3) for stage, flops in stages.items()}
     breakdown["GFLOPs_pre_post"] = round((total - sum(stages.values())) / 1e9, 3)
     return {
