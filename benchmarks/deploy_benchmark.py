@@ -7,8 +7,9 @@ For every model and matched teacher, at 256x256 on the CPU:
 
 - parameters (whole inference graph) and GFLOPs (``torch.utils.flop_counter``, one image; 1 multiply-add = 2 FLOPs);
 - latency, batch 1, synchronous: median ms of ``--repeats`` runs after warm-up (torch eager, OpenVINO FP32, INT8;
-  OpenVINO models compiled with the batch axis fixed to 1, as the folder scorer does, and timed in alternating
-  rounds so that their ratios survive a shared machine's changing load);
+  OpenVINO models compiled with the batch axis fixed to 1, as the folder scorer does, and, for comparison, as
+  anomalib exports them (dynamic batch axis), all timed in alternating rounds so that their ratios survive a shared
+  machine's changing load);
 - throughput, images/s: torch eager at batch 8, OpenVINO with the THROUGHPUT hint and an asynchronous queue;
 - OpenVINO BF16 (``INFERENCE_PRECISION_HINT: bf16``) where the CPU plugin lists BF16 among its
   ``OPTIMIZATION_CAPABILITIES``, else the row says why it is missing;
@@ -381,7 +382,14 @@ def main() -> None:
                 ("ov_int8", int8, "f32", "i8"),
             ]
             models = {prefix: (static_model(path), hint) for prefix, path, hint, _ in variants}
-            latencies = interleaved_latency_ms(models, args.repeats)
+            # anomalib's export as it is (dynamic batch axis), to show what fixing the batch to 1 changes
+            dynamic = {
+                f"{prefix}_dynamic_batch": (ov.Core().read_model(str(path)), "f32")
+                for prefix, path in (("ov_fp32", fp32), ("ov_int8", int8))
+            }
+            latencies = interleaved_latency_ms(models | dynamic, args.repeats)
+            for key in dynamic:
+                row[f"{key}_latency_ms"] = round(latencies[key], 1)
             for prefix, _, hint, peak in variants:
                 profile, throughput = openvino_profile_and_throughput(models[prefix][0], hint, args.repeats)
                 row[f"{prefix}_latency_ms"] = round(latencies[prefix], 1)
