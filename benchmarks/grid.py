@@ -130,8 +130,18 @@ def dataset_missing(dataset: str, category: str, root: Path | None) -> str | Non
     return None if folder.is_dir() else f"{folder} not found"
 
 
-def make_datamodule(dataset: str, category: str, root: Path | None, args: argparse.Namespace, seed: int):
-    """The anomalib datamodule of one dataset; validation on the test split (it only sets thresholds)."""
+def make_datamodule(
+    dataset: str,
+    category: str,
+    root: Path | None,
+    args: argparse.Namespace,
+    seed: int,
+    **overrides: object,
+):
+    """The anomalib datamodule of one dataset; validation on the test split (it only sets thresholds).
+
+    ``overrides`` replace the shared datamodule arguments (e.g. ``val_split_mode="from_train"``).
+    """
     from anomalib.data import Folder, MVTec3D, MVTecAD, Visa
 
     from anomalib_kd_ext.data import ELPV
@@ -142,7 +152,7 @@ def make_datamodule(dataset: str, category: str, root: Path | None, args: argpar
         "num_workers": args.num_workers,
         "val_split_mode": "same_as_test",
         "seed": seed,
-    }
+    } | overrides
     if dataset == "mvtec":
         return MVTecAD(root=root, category=category, **common)
     if dataset == "visa":

@@ -10,10 +10,15 @@ so no test image is seen before scoring. Every variant scores the same test imag
 whole exported graph (pre-processing, model, post-processing).
 Ground-truth masks are resized (nearest) to the map size, as anomalib's pre-processor does during testing.
 
-Prints and saves image AUROC and pixel AUROC per variant to ``benchmarks/results/int8_accuracy_<category>.csv``.
-Example (run from the repository root; checkpoints from the ablation benchmarks):
+Datasets as in the grid (``--dataset mvtec:<category>``, ``battery_weld``, ``folder:<name>=<root>``; default
+``mvtec:bottle``). ``NAME`` of ``--ckpt`` is one of AAND, RD (the grid's AAND with RAA and HKD off), DSKD, Stfpm.
+Prints and saves image AUROC, pixel AUROC and the drift of each export from torch to
+``benchmarks/results/int8_accuracy_<category>.csv`` (rows of other checkpoints from earlier runs are kept).
+Examples (run from the repository root; checkpoints from the ablation benchmarks and the 30-epoch grid's work dir):
 
     python benchmarks/int8_accuracy.py --ckpt DSKD=results/dskd_ablation/dskd_bottle_seed42/DSKD/MVTecAD/bottle/v0/weights/lightning/model.ckpt
+    python benchmarks/int8_accuracy.py --dataset battery_weld \
+        --ckpt AAND=results/grid/AAND_folder_battery_weld_seed1/AAND/battery_weld/v0/weights/lightning/model.ckpt
 """
 
 import argparse
@@ -26,7 +31,8 @@ import numpy as np
 import openvino as ov
 import torch
 import torch.nn.functional as F
-from anomalib.data import MVTecAD
+import grid  # benchmarks/grid.py (this script's folder is first on sys.path)
+from anomalib.data import AnomalibDataModule
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
 from anomalib.metrics import AUROC
@@ -36,10 +42,10 @@ from common import hardware, save_rows
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.models.components import kd_evaluator
 
-CLASSES = {"AAND": AAND, "DSKD": DSKD, "Stfpm": Stfpm}
+CLASSES = {"AAND": AAND, "RD": AAND, "DSKD": DSKD, "Stfpm": Stfpm}
 
 
-def evaluate(predict: Callable[[torch.Tensor], dict], datamodule: MVTecAD) -> dict:
+def evaluate(predict: Callable[[torch.Tensor], dict], datamodule: AnomalibDataModule) -> dict:
     """Image and pixel AUROC of ``predict`` (raw image batch → anomalib outputs) on the test split."""
     image_auroc = AUROC(fields=["pred_score", "gt_label"], prefix="image_")
     pixel_auroc = AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False)
@@ -73,20 +79,17 @@ def main() -> None:
     """Evaluate every checkpoint in torch and after export; print and save the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", nargs="+", required=True, help="NAME=path, NAME one of " + ", ".join(CLASSES))
-    parser.add_argument("--root", default="../shared/datasets/mvtec_ad")
-    parser.add_argument("--category", default="bottle")
+    parser.add_argument("--dataset", default="mvtec:bottle", help="as the grid's --datasets (one)")
+    grid.add_dataset_roots(parser)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    datamodule = MVTecAD(root=args.root, category=args.category, eval_batch_size=8, num_workers=2)
+    dataset, category, root = grid.parse_dataset(args.dataset, args)
+    loader_args = argparse.Namespace(batch_size=8, num_workers=2, elpv_max_train=None)
+    datamodule = grid.make_datamodule(dataset, category, root, loader_args, seed=0)
     datamodule.setup()
-    calibration = MVTecAD(
-        root=args.root,
-        category=args.category,
-        eval_batch_size=8,
-        num_workers=2,
-        val_split_mode="from_train",
-        val_split_ratio=0.5,
-        seed=0,
+    # INT8 calibration on half of the training images: no test image is seen before scoring
+    calibration = grid.make_datamodule(
+        dataset, category, root, loader_args, seed=0, val_split_mode="from_train", val_split_ratio=0.5
     )
     rows = []
     for item in args.ckpt:
@@ -116,12 +119,16 @@ def main() -> None:
                     onnx_kwargs={"opset_version": 18},
                 )
                 variants[label] = openvino_predictor(xml)
+            reference = None
             for label, predict in variants.items():
-                row = {"model": name, "checkpoint": path, "category": args.category, "variant": label}
+                row = {"model": name, "checkpoint": path, "category": category, "variant": label}
                 row |= evaluate(predict, datamodule) | {"hardware": hardware()}
+                reference = reference or row  # torch FP32, the first variant
+                for metric in ("image_AUROC", "pixel_AUROC"):
+                    row[f"{metric}_drift"] = round(row[metric] - reference[metric], 4)
                 rows.append(row)
                 print(row, flush=True)
-        save_merged(rows, Path(args.out), f"int8_accuracy_{args.category}")
+        save_merged(rows, Path(args.out), f"int8_accuracy_{category}")
 
 
 def save_merged(rows: list[dict], out: Path, stem: str) -> None:

@@ -8,6 +8,8 @@ the post-processor holds real thresholds. Parity: torch eager vs ONNX Runtime vs
 two input resolutions (the exported graph resizes internally, so any input size is accepted).
 """
 
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from anomalib.data import MVTecAD
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
+from helpers import needs_tmpfs, on_small_disk
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
@@ -283,3 +286,47 @@ def test_read_only_export_root_is_a_clear_error(trained: dict, tmp_path: Path, m
     with pytest.raises(OSError, match=r"Cannot write the export to .*ro.*Read-only file system.*writable export root"):
         trained["engine"].export(trained["model"], ExportType.TORCH, export_root=tmp_path / "ro")
     assert not (tmp_path / "ro").exists()
+
+
+@needs_tmpfs
+def test_really_full_disk_during_export_keeps_the_previous_export(trained: dict, tmp_path: Path) -> None:
+    """A real tmpfs filled up to 1 MB between two OpenVINO exports: the error surfaces, the first export is intact.
+
+    One model is enough (the export path is the models' shared mixin), and each run costs two exports.
+    """
+    if type(trained["model"]) is not DSKD:
+        pytest.skip("run for DSKD only: the staged export is shared, and two exports per model cost ~40 s")
+    checkpoint = tmp_path / "model.ckpt"
+    trained["engine"].trainer.save_checkpoint(checkpoint)
+    disk = tmp_path / "disk"
+    script = textwrap.dedent(f"""
+        import hashlib, os, pathlib
+        from anomalib.deploy import ExportType
+        from anomalib.engine import Engine
+        from anomalib_kd_ext.models import {type(trained["model"]).__name__} as Model
+        root = pathlib.Path("{disk}/run/export")
+        model = Model.load_from_checkpoint("{checkpoint}").eval()
+        engine = Engine(default_root_dir="{disk}/run", accelerator="cpu", logger=False)
+        first = engine.export(model, ExportType.OPENVINO, export_root=root)
+        def snapshot():
+            return {{p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in first.parent.iterdir()}}
+        before = snapshot()
+        stat = os.statvfs(root)
+        left = stat.f_bavail * stat.f_frsize - 1_000_000
+        with (pathlib.Path("{disk}") / "filler").open("wb") as filler:
+            while left > 0:
+                left -= filler.write(b"0" * min(left, 1 << 24))
+        try:
+            engine.export(model, ExportType.OPENVINO, export_root=root)
+        except OSError as error:
+            print("ERROR", error.errno, str(error).split(":")[0])
+        print("SAME", snapshot() == before, sorted(before))
+        print("LEFT", sorted(p.name for p in root.iterdir()))
+    """)
+    result = on_small_disk(disk, "400m", [sys.executable, "-c", script])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-3:] == [
+        f"ERROR 28 [Errno 28] Could not write the export to '{disk}/run/export'",
+        "SAME True ['model.bin', 'model.xml']",
+        "LEFT ['weights']",
+    ]

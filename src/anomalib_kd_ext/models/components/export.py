@@ -17,6 +17,7 @@ produce, and every exported score collapses (DSKD on MVTec bottle: image AUROC 0
 quantised here; everything downstream of the first feature normalisation runs in FP32.
 """
 
+import errno
 import logging
 import shutil
 import tempfile
@@ -116,11 +117,26 @@ def staged_export(export_root: Path | str, export_type: ExportType) -> Iterator[
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted(written.iterdir()):
             path.replace(target / path.name)
-    except BaseException:
+    except BaseException as error:
         remove_created(keep=staging)
+        # OpenVINO's save_model reports a full disk as "RuntimeError: basic_ios::clear: iostream error"; name it.
+        if isinstance(error, Exception) and not isinstance(error, OSError) and _disk_full(root):
+            msg = (
+                f"Could not write the export to '{root}': the disk is full ({type(error).__name__}: {error}). "
+                f"Free space or choose another export root; a previous export in '{target}' is unchanged."
+            )
+            raise OSError(errno.ENOSPC, msg) from error
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """Whether the file system of ``folder`` has less than ``margin`` bytes (1 MiB) free."""
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
 
 
 class GuardedExportMixin:
