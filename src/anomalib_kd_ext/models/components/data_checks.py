@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from PIL import Image, UnidentifiedImageError
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 
 def _host_resolves(host: str) -> bool:
@@ -89,8 +90,8 @@ PROBLEMS = {
         "delete the stray masks or add their images",
     ),
 }
-# Image suffixes anomalib's folder datasets list (torchvision's, lower case); the MVTec-style ones use PNG only.
-MASK_FOLDER_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+# Image suffixes anomalib's folder datasets list (torchvision's, compared in lower case).
+MASK_FOLDER_SUFFIXES = {extension.lower() for extension in IMG_EXTENSIONS}
 
 
 class DatasetProblemsError(ValueError):
