@@ -4,19 +4,13 @@
 """Shared fixtures. Tests never touch the network: the Hugging Face hub is switched to offline mode."""
 
 import os
-import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
 from helpers import make_mvtec_like
-
-LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2", "blocks.4"]}
-RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]}
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Tiny generated datasets for tests: MVTec AD layout, a few small PNG images."""
+"""Shared test helpers: tiny generated datasets (MVTec AD layout, a few small PNG images), CPU fits, backbones."""
 
 import os
 import shutil
@@ -11,6 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+# The backbones the tests build models with. ResNet-18 without weights: fast, offline, enough for behaviour tests.
+RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
+LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2", "blocks.4"]}
 
 
 def _object_image(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -56,6 +56,8 @@ TEST_FOLDERS = {
 # Plugin argument validation with hypothesis, a test dependency anomalib does not have.
 SKIPPED_TESTS = frozenset({"test_validation.py"})
 COPIED_SUFFIXES = {".py", ".md", ".pt"}
+RUNTIME_IMPORT = re.compile(r"^from anomalib_kd_ext\.runtime import PluginRuntime\n", flags=re.MULTILINE)
+RUNTIME_BASE = re.compile(r"^(class \w+\()PluginRuntime, ", flags=re.MULTILINE)
 HEADER = re.compile(r"\A# Copyright \(C\) [^\n]*\n# SPDX-License-Identifier: [^\n]*\n")
 DOCS = "docs/source/markdown/guides/reference/models/image"
 
@@ -81,12 +83,23 @@ def header(year: int) -> str:
     return f"# Copyright (C) {year} Intel Corporation\n# SPDX-License-Identifier: Apache-2.0\n"
 
 
+def drop_runtime(text: str) -> str:
+    """Source text without the plugin's runtime layer: its import and its ``PluginRuntime`` base class.
+
+    The models work without it (:mod:`anomalib_kd_ext.runtime`: dataset checks, atomic checkpoints, resumable random
+    streams, guarded exports, DDP settings), which the pull request leaves out.
+    """
+    text = RUNTIME_IMPORT.sub("", text)
+    return RUNTIME_BASE.sub(r"\1", text)
+
+
 def rewrite(text: str, year: int) -> str:
-    """Plugin source text with anomalib's import paths and file notice.
+    """Plugin source text with anomalib's import paths and file notice, without the plugin's runtime layer.
 
     Raises:
         ValueError: If a plugin name is left that has no anomalib equivalent.
     """
+    text = drop_runtime(text)
     for plugin_path, anomalib_path in IMPORT_PATHS:
         text = text.replace(plugin_path, anomalib_path)
     text = HEADER.sub(header(year), text, count=1)

@@ -10,14 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from anomalib.data import Folder, MVTecAD
-from helpers import fit_on_cpu, run_offline
+from helpers import RESNET18, fit_on_cpu, run_offline
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
-from anomalib_kd_ext.models.components import DatasetProblemsError, check_image_files, check_mask_folders
-from anomalib_kd_ext.models.components.data_checks import show_uncaught_briefly
-
-RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
+from anomalib_kd_ext.runtime import DatasetProblemsError, check_image_files, check_mask_folders
+from anomalib_kd_ext.runtime import show_uncaught_briefly
 
 
 class Listing:

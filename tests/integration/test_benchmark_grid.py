@@ -1,34 +1,32 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Smoke test of the benchmark harness (benchmarks/grid.py): one cell on the generated tiny dataset, then resume."""
+"""Smoke test of the benchmark CLI (``python -m benchmarks grid``): one cell on the generated tiny dataset, then resume."""
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-GRID = Path(__file__).parents[2] / "benchmarks" / "grid.py"
+from benchmarks import grid
+
+REPO = Path(__file__).parents[2]
 
 
-def load_grid():
-    spec = importlib.util.spec_from_file_location("grid", GRID)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_benchmark(task: str, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "benchmarks", task, *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)
 
 
 def run_grid(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(GRID), *args], capture_output=True, text=True, check=False)
+    return run_benchmark("grid", *args)
 
 
 @pytest.mark.usefixtures("lite0_weights")
 def test_one_cell_grid_writes_schema_and_resumes(tiny_dataset: Path, tmp_path: Path) -> None:
     """A 1-cell grid writes a CSV with the documented columns, a table and a chart; a rerun redoes nothing."""
-    grid = load_grid()
     out = tmp_path / "out"
     args = [
         "--models", "DSKD", "--datasets", "mvtec:tiny", "--seeds", "0", "--epochs", "1", "--image-size", "64",
@@ -66,9 +64,7 @@ def test_one_cell_grid_writes_schema_and_resumes(tiny_dataset: Path, tmp_path: P
 
     # The per-student diagnostic re-scores the cell's trained DSKD: its fused column is the grid's number.
     branches_out = tmp_path / "branches"
-    script = GRID.parent / "dskd_branches.py"
-    command = [sys.executable, str(script), *args[: args.index("--out")], "--out", str(branches_out)]
-    branches = subprocess.run(command, capture_output=True, text=True, check=False)
+    branches = run_benchmark("dskd-branches", *args[: args.index("--out")], "--out", str(branches_out))
     assert branches.returncode == 0, branches.stdout + branches.stderr
     with (branches_out / "dskd_branches.csv").open(newline="") as handle:
         (scores,) = list(csv.DictReader(handle))
@@ -87,7 +83,6 @@ def test_grid_rejects_unknown_dataset(tmp_path: Path) -> None:
 
 
 def test_mean_std() -> None:
-    grid = load_grid()
     assert grid.mean_std([0.9, 1.0]) == "0.950 ± 0.071"
     assert grid.mean_std([0.5]) == "0.500"
     assert grid.mean_std([None, float("nan")]) == "–"
@@ -95,7 +90,6 @@ def test_mean_std() -> None:
 
 def test_read_curve_takes_the_distillation_stage_and_the_gate(tmp_path: Path) -> None:
     """AAND's curve: the loss of stage 2 (not stage 1's), the gate at the end of stage 1; a missing file is None."""
-    grid = load_grid()
     path = tmp_path / "curve.csv"
     path.write_text(
         "epoch,train_amplification_loss,train_gate_precision,train_gate_recall,train_hkd_loss,train_loss\n"

@@ -5,6 +5,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,34 @@ def test_train_reports_metrics(trained: dict) -> None:
     assert checkpoint["epoch"] == 1
     if trained["name"] == "AAND":
         assert checkpoint["aand_stage"] == "distillation"
+
+
+# Warnings a stock `anomalib train --model Stfpm` prints as well (checked on anomalib 2.7 / Lightning 2.6 / timm 1.0):
+# raised while anomalib and Lightning import timm and torch, not by this plugin. Anything else fails the test below.
+UPSTREAM_WARNINGS = (
+    ("timm/models/layers/__init__.py", "FutureWarning: Importing from timm.models.layers is deprecated"),
+    ("anomalib/models/image/dinomaly/components/layers.py", "FutureWarning: The anomalib.models.components.dinov2"),
+    ("lightning/pytorch/utilities/_pytree.py", "`isinstance(treespec, LeafSpec)` is deprecated"),
+)
+WARNING_LINE = re.compile(r"^(?P<path>\S+\.py):\d+: (?P<message>.*)$", flags=re.MULTILINE)
+
+
+def test_train_is_quiet(trained: dict) -> None:
+    """A stock `anomalib train` of the model prints no warning of its own or of its configuration."""
+    output = trained["output"]
+    warnings = [(match["path"], match["message"]) for match in WARNING_LINE.finditer(output)]
+    ours = [
+        (path, message)
+        for path, message in warnings
+        if not any(path.endswith(source) and message.startswith(text) for source, text in UPSTREAM_WARNINGS)
+    ]
+    assert not ours, ours
+    # Lightning's log noise of earlier versions of the models: modules left in eval mode (the frozen teacher),
+    # self.log without a logger, a batch size guessed from an ambiguous collection, a summary without FLOPs.
+    for noise in ("in eval mode at the start of training", "no logger configured", "ambiguous", "Total FLOPs: 0"):
+        assert noise not in output, noise
+    assert re.search(r"Modules in eval mode: 0\b", output)
+    assert re.search(r"Total FLOPs: [1-9]", output)
 
 
 def test_test_from_checkpoint(trained: dict) -> None:

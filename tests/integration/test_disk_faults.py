@@ -22,7 +22,7 @@ from helpers import needs_tmpfs, on_small_disk
 from lightning.pytorch import Trainer
 from PIL import Image
 
-from anomalib_kd_ext.models.components import AtomicCheckpointIO, AtomicCheckpoints, CheckpointWriteError
+from anomalib_kd_ext.runtime import AtomicCheckpointIO, AtomicCheckpoints, CheckpointWriteError
 
 
 def _folder_data(root: Path) -> list[str]:
@@ -75,7 +75,7 @@ def test_full_disk_keeps_the_previous_checkpoint_byte_identical(tmp_path: Path) 
     disk = tmp_path / "disk"
     script = textwrap.dedent(f"""
         import hashlib, pathlib, torch
-        from anomalib_kd_ext.models.components import AtomicCheckpointIO, CheckpointWriteError
+        from anomalib_kd_ext.runtime import AtomicCheckpointIO, CheckpointWriteError
         path = pathlib.Path("{disk}/run/model.ckpt")
         AtomicCheckpointIO().save_checkpoint({{"epoch": 1, "w": torch.ones(100_000)}}, path)
         before = hashlib.sha256(path.read_bytes()).hexdigest()

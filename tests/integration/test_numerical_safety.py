@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import torch
 from anomalib.data import MVTecAD
-from helpers import fit_on_cpu
+from helpers import RESNET18, fit_on_cpu
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
-
-RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 
 
 def make_constant_dataset(root: Path) -> Path:

@@ -4,9 +4,11 @@
 """The README quickstart (`python -m anomalib_kd_ext.quickstart`) with a reduced budget: metrics and heat maps written."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 
 from anomalib_kd_ext import quickstart
 
@@ -15,7 +17,12 @@ from anomalib_kd_ext import quickstart
 def test_quickstart_writes_metrics_and_heat_maps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("elpv_dataset", reason="install the `elpv` extra")
     budget = ["--epochs", "1", "--max-train-images", "8", "--image-size", "64", "--num-workers", "0"]
-    metrics = quickstart.main([*budget, "--output", str(tmp_path)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = quickstart.main([*budget, "--output", str(tmp_path)])
+    # No warning from the plugin, and none of Lightning's about how the model or the run is set up.
+    ours = [str(w.message) for w in caught if "anomalib_kd_ext" in w.filename or w.category is PossibleUserWarning]
+    assert not ours, ours
     assert 0.0 <= metrics["image_AUROC"] <= 1.0
     run_dir = tmp_path / "AAND" / "elpv_mono" / "v0"
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib.data import MVTecAD
-from helpers import fit_on_cpu
+from helpers import RESNET18, fit_on_cpu
 from lightning.pytorch import seed_everything
 
 from anomalib_kd_ext.models import AAND, DSKD
-
-RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 
 
 def _train(name: str, dataset: Path, work: Path, seed: int = 7) -> tuple[AAND | DSKD, dict, str]:

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib.data import MVTecAD
-from helpers import fit_on_cpu
+from helpers import RESNET18, fit_on_cpu
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from anomalib_kd_ext.models import AAND, DSKD
-from anomalib_kd_ext.models.components.resume import capture_random_state, restore_random_state
+from anomalib_kd_ext.runtime.resume import capture_random_state, restore_random_state
 
-RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 SEED = 11
 
 

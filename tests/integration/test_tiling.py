@@ -10,11 +10,9 @@ import torch
 from anomalib.callbacks import TilerConfigurationCallback
 from anomalib.data import MVTecAD
 from anomalib.data.utils.tiler import Tiler
-from helpers import fit_on_cpu
+from helpers import RESNET18, fit_on_cpu
 
 from anomalib_kd_ext.models import AAND, DSKD
-
-RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 
 
 def _model(name: str, size: int) -> AAND | DSKD:

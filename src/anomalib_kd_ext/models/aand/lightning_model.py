@@ -34,76 +34,34 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch import nn, optim
-from torchvision.transforms.v2 import Normalize
+from torch import optim
+from torchmetrics.classification import BinaryPrecision, BinaryRecall
 
 from anomalib_kd_ext.models.components import (
-    AtomicCheckpoints,
-    GuardedExportMixin,
-    ResumableRandomStateMixin,
-    attached_trainer,
+    DistillationModuleMixin,
     adam_betas,
     check_choice,
     check_fractions,
-    check_image_files,
-    check_mask_folders,
     check_range,
-    check_test_set,
-    check_trainer_dataset,
-    find_unused_parameters_in_ddp,
-    kd_evaluator,
 )
+from anomalib_kd_ext.runtime import PluginRuntime
 
 from .loss import AmplificationLoss, GateFocalLoss, HardKnowledgeDistillationLoss
-from .synthesis import ForegroundMode, SyntheticAnomalyGenerator, reference_rule
-from .torch_model import AANDModel, downsample_mask
+from .schedule import AMPLIFICATION, DISTILLATION, StageSchedule
+from .synthesis import ForegroundMode, SyntheticAnomalyGenerator, find_normalize, reference_rule
+from .torch_model import AANDModel
 
 logger = logging.getLogger(__name__)
 
-AMPLIFICATION = "amplification"
-DISTILLATION = "distillation"
 
-
-def find_normalize(transform: nn.Module | None) -> Normalize | None:
-    """Return the ``Normalize`` step of a (possibly composed) transform, if any."""
-    if isinstance(transform, Normalize):
-        return transform
-    for child in getattr(transform, "transforms", []):
-        found = find_normalize(child)
-        if found is not None:
-            return found
-    return None
-
-
-def step_milestones(epochs: int, fractions: Sequence[float]) -> list[int]:
-    """Epochs (counted within a stage) after which the learning rate is multiplied by the decay.
-
-    As the AAND reference, which hands the float milestones ``fraction * epochs`` to PyTorch's ``MultiStepLR``: that
-    scheduler compares them with whole epoch numbers, so a milestone fires only where ``fraction * epochs`` is a
-    whole number (at 100 or 120 epochs both of (0.8, 0.9) do; at 3 epochs neither does). Each epoch decays at most
-    once, so a short stage is never decayed twice at the same epoch.
-
-    Example:
-        >>> step_milestones(120, (0.8, 0.9))
-        [96, 108]
-        >>> step_milestones(3, (0.8, 0.9))
-        []
-    """
-    return sorted(
-        {int(milestone) for milestone in (epochs * fraction for fraction in fractions) if milestone.is_integer()},
-    )
-
-
-class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
+class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
     """AAND Lightning module: two-stage training in one run.
 
     Args:
@@ -139,7 +97,7 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         betas (Sequence[float]): Adam betas of both stages. Defaults to ``(0.5, 0.999)``.
         lr_milestones (Sequence[float]): Fractions of each stage after which the learning rate decays; a
             fraction decays only where ``fraction * epochs`` is a whole number, as the reference's float milestones
-            (see :func:`step_milestones`). Defaults to ``(0.8, 0.9)``.
+            (see :func:`~anomalib_kd_ext.models.aand.schedule.step_milestones`). Defaults to ``(0.8, 0.9)``.
         lr_decay (float): Learning-rate factor at each milestone. Defaults to ``0.2``.
         anomaly_map_mode (Literal["add", "multiply"]): Fusion of the levels. Defaults to ``"add"``.
         pre_processor (PreProcessor | bool): Pre-processor; the default resizes to 256x256 and applies
@@ -213,8 +171,7 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.amplification_epochs = amplification_epochs if use_raa else 0
-        self.distillation_epochs = distillation_epochs
+        self.schedule = StageSchedule(amplification_epochs, distillation_epochs, amplification=use_raa)
         self.use_gate = use_gate
         self.learning_rate = learning_rate
         self.betas = adam_betas(betas)
@@ -249,59 +206,41 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
             if use_raa
             else None
         )
+        # Precision and recall of the gate (w > 0.5) against the synthetic masks, over each stage-1 epoch.
+        self.gate_precision = BinaryPrecision(threshold=0.5)
+        self.gate_recall = BinaryRecall(threshold=0.5)
         self.automatic_optimization = False
-        self._gate_counts = torch.zeros(3, dtype=torch.float64)
-        if self.input_size is not None:  # a pre-processor with a fixed size: check it now rather than at fit
-            self._check_input_size()
+        self.check_input_size()  # a pre-processor with a fixed size: check it now rather than at fit
+
+    @property
+    def amplification_epochs(self) -> int:
+        """Length of stage 1 (0 with ``use_raa=False``)."""
+        return self.schedule.amplification_epochs
+
+    @property
+    def distillation_epochs(self) -> int:
+        """Length of stage 2."""
+        return self.schedule.distillation_epochs
 
     @property
     def stage(self) -> str:
         """Training stage of the current epoch: ``"amplification"`` or ``"distillation"``."""
-        return AMPLIFICATION if self.current_epoch < self.amplification_epochs else DISTILLATION
-
-    def _stage_index(self) -> int:
-        """Index of the current stage's optimiser and scheduler."""
-        return 0 if self.stage == AMPLIFICATION else len(self._stage_parameters()) - 1
-
-    def _stage_parameters(self) -> list[list[nn.Parameter]]:
-        groups = [] if self.model.raa is None else [list(self.model.raa.parameters())]
-        return [*groups, list(self.model.student.parameters())]
+        return self.schedule.stage_at(self.current_epoch)
 
     def configure_optimizers(self) -> tuple[list[optim.Optimizer], list[optim.lr_scheduler.LRScheduler]]:
         """One Adam optimiser and one step schedule per stage (RAA modules, then student)."""
-        stage_epochs = [self.amplification_epochs] * (self.model.raa is not None) + [self.distillation_epochs]
+        trained = {AMPLIFICATION: self.model.raa, DISTILLATION: self.model.student}
         optimizers, schedulers = [], []
-        for parameters, epochs in zip(self._stage_parameters(), stage_epochs, strict=True):
-            optimizer = optim.Adam(parameters, lr=self.learning_rate, betas=self.betas)
-            milestones = step_milestones(epochs, self.lr_milestones)
+        for stage in self.schedule.stages:
+            optimizer = optim.Adam(trained[stage].parameters(), lr=self.learning_rate, betas=self.betas)
+            milestones = self.schedule.milestones(stage, self.lr_milestones)
             optimizers.append(optimizer)
             schedulers.append(optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=self.lr_decay))
         return optimizers, schedulers
 
-    def setup(self, stage: str) -> None:
-        """Under DDP, let the strategy skip the parameters of the stage not being trained."""
-        super().setup(stage)
-        if self.model.raa is not None:
-            find_unused_parameters_in_ddp(attached_trainer(self), "AAND")
-
-    def prepare_data(self) -> None:
-        """After the datamodule's own ``prepare_data`` (a download), check that its masks and images pair up."""
-        trainer = attached_trainer(self)
-        if trainer is not None:
-            check_mask_folders(getattr(trainer, "datamodule", None), report_dir=trainer.default_root_dir)
-
-    def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        """Anomalib's component callbacks and atomic checkpoints; first, check that the dataset can be found."""
-        check_trainer_dataset(attached_trainer(self))
-        callbacks = super().configure_callbacks()
-        callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
-        return [*callbacks, AtomicCheckpoints()]
-
     def on_fit_start(self) -> None:
-        """Check the input size, the image files and the texture folder before any work is done."""
-        if self.input_size is not None:
-            self._check_input_size()
-        check_image_files(getattr(self.trainer, "datamodule", None), report_dir=self.trainer.default_root_dir)
+        """Check the input size and load the textures (and the category's foreground rule) before any work."""
+        super().on_fit_start()
         if self.synthesizer is not None and self.amplification_epochs > 0:
             self.synthesizer.load_textures()
             if self.synthesizer.foreground == "reference":
@@ -314,10 +253,12 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
             self.distillation_epochs,
         )
 
-    def _check_input_size(self) -> None:
+    def check_input_size(self) -> None:
         """Input size supported by the student, and at least ``k_hard`` positions on the coarsest feature map."""
+        super().check_input_size()
+        if self.input_size is None:
+            return
         height, width = (int(v) for v in self.input_size)
-        self.model.check_input_size(height, width)
         coarsest = max(self.model.teacher.strides)
         positions = (height // coarsest) * (width // coarsest)
         if self.loss.use_hard and self.loss.k_hard > positions:
@@ -327,18 +268,9 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
             )
             raise ValueError(msg)
 
-    def _pixel_range(self, images: torch.Tensor, *, to_unit: bool) -> torch.Tensor:
-        """Undo (``to_unit``) or redo the pre-processor's normalisation."""
-        normalize = find_normalize(getattr(self.pre_processor, "transform", None))
-        if normalize is None:
-            return images
-        mean = torch.as_tensor(normalize.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-        std = torch.as_tensor(normalize.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-        return images * std + mean if to_unit else (images - mean) / std
-
     def _step(self, loss: torch.Tensor) -> None:
         optimizer = self.optimizers()
-        optimizer = optimizer[self._stage_index()] if isinstance(optimizer, list) else optimizer
+        optimizer = optimizer[self.schedule.index_at(self.current_epoch)] if isinstance(optimizer, list) else optimizer
         optimizer.zero_grad()
         if loss.requires_grad:
             self.manual_backward(loss)
@@ -362,44 +294,27 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         if self.synthesizer is None:
             msg = "Stage 1 needs the synthetic anomaly generator, but this model was built with use_raa=False."
             raise RuntimeError(msg)
-        synthetic = self.synthesizer(self._pixel_range(images, to_unit=True))
-        output = self.model.amplification_forward(self._pixel_range(synthetic.images, to_unit=False), synthetic.masks)
-        tiler = self.model.tiler
-        full = tiler.tile(synthetic.foreground) if tiler is not None else synthetic.foreground  # as the images
-        foreground = [downsample_mask(full, f.shape[-2:], self.mask_threshold) for f in output.features]
-        amplification = self.amplification_loss(output.features, output.amplified, output.masks, foreground)
+        synthetic = self.synthesizer(images, normalize=find_normalize(getattr(self.pre_processor, "transform", None)))
+        output = self.model.amplification_forward(synthetic.images, synthetic.masks, synthetic.foreground)
+        amplification = self.amplification_loss(output.features, output.amplified, output.masks, output.foreground)
         loss = self.amplification_weight * amplification
         if self.use_gate:
             gates = [gate for gate in output.gates if gate is not None]
             loss = loss + self.focal_loss(gates, output.masks)
-            self._gate_counts += gate_hit_counts(gates, output.masks)
+            for gate, mask in zip(gates, output.masks, strict=True):
+                self.gate_precision.update(gate.detach().flatten(), mask.flatten().long())
+                self.gate_recall.update(gate.detach().flatten(), mask.flatten().long())
+            self.log("train_gate_precision", self.gate_precision, on_epoch=True, on_step=False)
+            self.log("train_gate_recall", self.gate_recall, on_epoch=True, on_step=False)
         self.log("train_amplification_loss", amplification.item(), on_epoch=True, on_step=False, batch_size=len(images))
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        """Reset the gate's hit counts."""
-        self._gate_counts = torch.zeros(3, dtype=torch.float64)
-
     def on_train_epoch_end(self) -> None:
-        """Log the gate's precision and recall (stage 1), then step the stage's learning-rate schedule."""
-        hits, predicted, target = self._gate_counts.tolist()
-        if self.stage == AMPLIFICATION and self.use_gate:
-            self.log("train_gate_precision", hits / max(predicted, 1.0))
-            self.log("train_gate_recall", hits / max(target, 1.0))
+        """Step the learning-rate schedule of the stage."""
         schedulers = self.lr_schedulers()
-        scheduler = schedulers[self._stage_index()] if isinstance(schedulers, list) else schedulers
+        index = self.schedule.index_at(self.current_epoch)
+        scheduler = schedulers[index] if isinstance(schedulers, list) else schedulers
         scheduler.step()
-
-    def on_test_start(self) -> None:
-        """Refuse a test set without anomalous images (its AUROC and F1 would be reported as 0.0)."""
-        super().on_test_start()
-        check_test_set(attached_trainer(self))
-
-    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
-        """Predict anomaly maps and scores of a validation batch."""
-        del args, kwargs  # These variables are not used.
-        predictions = self.model(batch.image)
-        return batch.update(**predictions._asdict())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the training stage next to the weights."""
@@ -409,24 +324,4 @@ class AAND(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
     @property
     def trainer_arguments(self) -> dict[str, Any]:
         """Both stages run in one fit: ``max_epochs`` is the sum of the stage lengths."""
-        return {"max_epochs": self.amplification_epochs + self.distillation_epochs, "num_sanity_val_steps": 0}
-
-    @property
-    def learning_type(self) -> LearningType:
-        """AAND learns from normal images only."""
-        return LearningType.ONE_CLASS
-
-    @staticmethod
-    def configure_evaluator() -> Evaluator:
-        """Anomalib's default metrics plus AUPRO (FPR limit 0.3), which the paper reports as PRO."""
-        return kd_evaluator()
-
-
-def gate_hit_counts(gates: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Counts (true positives, predicted positives, actual positives) of the gate ``w > 0.5`` over all levels."""
-    counts = torch.zeros(3, dtype=torch.float64)
-    for gate, mask in zip(gates, masks, strict=True):
-        predicted = gate.detach() > 0.5
-        target = mask.bool()
-        counts += torch.tensor([(predicted & target).sum(), predicted.sum(), target.sum()], dtype=torch.float64)
-    return counts
+        return {"max_epochs": self.schedule.max_epochs, "num_sanity_val_steps": 0}

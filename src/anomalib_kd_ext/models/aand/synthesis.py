@@ -41,6 +41,7 @@ from anomalib.data.utils.generators import PerlinAnomalyGenerator
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms.v2 import Normalize
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 ForegroundMode = Literal["off", "threshold", "auto", "disc", "box", "reference"]
@@ -109,6 +110,23 @@ def reference_rule(datamodule: object) -> ForegroundRule:
         if isinstance(datamodule, datamodule_class):
             return REFERENCE_RULES[family].get(str(getattr(datamodule, "category", "")), ForegroundRule("auto"))
     return ForegroundRule("auto")
+
+
+def find_normalize(transform: nn.Module | None) -> Normalize | None:
+    """Return the ``Normalize`` step of a (possibly composed) transform, if any."""
+    if isinstance(transform, Normalize):
+        return transform
+    for child in getattr(transform, "transforms", []):
+        found = find_normalize(child)
+        if found is not None:
+            return found
+    return None
+
+
+def _statistics(normalize: Normalize, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.as_tensor(normalize.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(normalize.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return mean, std
 
 
 class SyntheticBatch(NamedTuple):
@@ -265,8 +283,18 @@ class SyntheticAnomalyGenerator(nn.Module):
         return perturbation.permute(2, 0, 1), mask.permute(2, 0, 1)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> SyntheticBatch:
-        """Return the images with anomalies, the anomaly masks and the foreground masks."""
+    def forward(self, images: torch.Tensor, normalize: Normalize | None = None) -> SyntheticBatch:
+        """Return the images with anomalies, the anomaly masks and the foreground masks.
+
+        Args:
+            images (torch.Tensor): Images in [0, 1], or normalised by ``normalize``, (N, C, H, W).
+            normalize (Normalize | None): The pre-processor's normalisation: undone before synthesis (which works
+                on [0, 1] images) and applied again to the result. Defaults to ``None``.
+        """
+        if normalize is not None:
+            mean, std = _statistics(normalize, images)
+            synthetic = self(images * std + mean)
+            return synthetic._replace(images=(synthetic.images - mean) / std)
         batch_size, _, height, width = images.shape
         foreground = foreground_masks(images, self.rule.mode, self.rule.threshold, self.rule.invert)
         augmented = images.clone()

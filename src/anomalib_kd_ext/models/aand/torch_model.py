@@ -59,6 +59,7 @@ class AmplificationOutput(NamedTuple):
     amplified: list[torch.Tensor]  # F_adv per level, with the ground-truth gate
     gates: list[torch.Tensor]  # predicted gate w per level, (N, 1, h, w)
     masks: list[torch.Tensor]  # ground-truth masks per level, boolean (N, 1, h, w)
+    foreground: list[torch.Tensor] | None = None  # foreground masks per level, boolean (N, 1, h, w), when given
 
 
 class AANDModel(nn.Module):
@@ -127,22 +128,33 @@ class AANDModel(nn.Module):
             gates.append(output.gate)
         return amplified, gates
 
-    def amplification_forward(self, images: torch.Tensor, anomaly_masks: torch.Tensor) -> AmplificationOutput:
+    def amplification_forward(
+        self,
+        images: torch.Tensor,
+        anomaly_masks: torch.Tensor,
+        foreground: torch.Tensor | None = None,
+    ) -> AmplificationOutput:
         """Stage 1: teacher features, features amplified with the ground-truth gate, predicted gates.
 
         Args:
             images (torch.Tensor): Images with synthetic anomalies, (N, 3, H, W), normalised.
             anomaly_masks (torch.Tensor): Their anomaly masks, (N, 1, H, W).
+            foreground (torch.Tensor | None): Their foreground masks, (N, 1, H, W), brought to each level as the
+                anomaly masks are. Defaults to ``None``.
         """
         if self.raa is None:
             msg = "Stage 1 needs the RAA modules, but this model was built with use_raa=False."
             raise RuntimeError(msg)
         if self.tiler is not None:
             images, anomaly_masks = self.tiler.tile(images), self.tiler.tile(anomaly_masks)
+            foreground = self.tiler.tile(foreground) if foreground is not None else None
         features = self.teacher(images)
         masks = [downsample_mask(anomaly_masks, f.shape[-2:], self.mask_threshold) for f in features]
         amplified, gates = self.amplify(features, masks)
-        return AmplificationOutput(features=features, amplified=amplified, gates=gates, masks=masks)
+        levels = None
+        if foreground is not None:
+            levels = [downsample_mask(foreground, f.shape[-2:], self.mask_threshold) for f in features]
+        return AmplificationOutput(features=features, amplified=amplified, gates=gates, masks=masks, foreground=levels)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]] | InferenceBatch:
         """Stage 2 and inference.

@@ -4,20 +4,9 @@
 """Knowledge-distillation building blocks shared by AAND and DSKD."""
 
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
-from .checkpoint_io import AtomicCheckpointIO, AtomicCheckpoints, CheckpointWriteError
-from .data_checks import (
-    DatasetProblemsError,
-    check_dataset_available,
-    check_image_files,
-    check_mask_folders,
-    check_test_set,
-    check_trainer_dataset,
-)
-from .distributed import find_unused_parameters_in_ddp
 from .evaluator import kd_evaluator
-from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, staged_export
+from .module import DistillationModuleMixin
 from .optim import adam_betas
-from .resume import ResumableRandomStateMixin, attached_trainer, capture_random_state, restore_random_state
 from .reverse_student import (
     GeneratedBottleneck,
     GeneratedDecoder,
@@ -34,47 +23,32 @@ from .teacher import (
     prune_unused_blocks,
     read_state_dict,
     resolve_weights_path,
+    save_timm_local_dir,
 )
 from .validation import check_choice, check_fractions, check_range
 
 __all__ = [
-    "AtomicCheckpointIO",
-    "AtomicCheckpoints",
-    "CheckpointWriteError",
     "LITE0_PACKAGE_WEIGHTS",
     "CosineAnomalyMap",
+    "DistillationModuleMixin",
     "GeneratedBottleneck",
     "GeneratedDecoder",
-    "GuardedExportMixin",
-    "ResumableRandomStateMixin",
     "ReverseStudent",
     "Teacher",
     "adam_betas",
-    "anomaly_map_tail",
     "anomaly_score",
     "architecture_name",
-    "attached_trainer",
     "build_reverse_student",
-    "capture_random_state",
     "check_choice",
-    "check_dataset_available",
-    "check_exportable",
     "check_fractions",
-    "DatasetProblemsError",
-    "check_image_files",
-    "check_mask_folders",
     "check_input_size",
     "check_range",
-    "check_test_set",
-    "check_trainer_dataset",
     "cosine_distance",
-    "find_unused_parameters_in_ddp",
     "kd_evaluator",
     "match_state_dict",
     "prune_unused_blocks",
     "read_state_dict",
-    "staged_export",
     "required_input_multiple",
     "resolve_weights_path",
-    "restore_random_state",
+    "save_timm_local_dir",
 ]

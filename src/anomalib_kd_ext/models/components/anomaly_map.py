@@ -23,6 +23,7 @@ from typing import Literal
 
 import torch
 from anomalib.models.components import GaussianBlur2d
+from kornia.filters import get_gaussian_kernel1d
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
@@ -34,15 +35,19 @@ def cosine_distance(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tenso
     return 1 - F.cosine_similarity(teacher, student, dim=1, eps=EPS).unsqueeze(1)
 
 
+BORDER = "reflect"  # border of the blur (anomalib's default)
+
+
 class CosineAnomalyMap(nn.Module):
     """Fuse per-level cosine distances into a smoothed anomaly map.
 
     Args:
         mode (Literal["add", "multiply"]): How levels (and students) are combined. Defaults to ``"add"``.
         sigma (float): Standard deviation of the Gaussian blur. Defaults to ``4``.
-        separable_blur (bool): Apply anomalib's ``GaussianBlur2d`` kernel as a row pass and a column pass (the
-            Gaussian kernel is their outer product): the same map up to float rounding, 2x33 instead of 33x33
-            multiply-adds per pixel at sigma 4. ``False`` calls ``GaussianBlur2d`` itself. Defaults to ``True``.
+        separable_blur (bool): Apply the Gaussian of anomalib's ``GaussianBlur2d`` as a row pass and a column pass
+            of kornia's 1-D kernel (the 2-D kernel, normalised, is their outer product), with the same reflected
+            border: the same map up to float rounding, 2x33 instead of 33x33 multiply-adds per pixel at sigma 4.
+            ``False`` calls ``GaussianBlur2d`` itself. Defaults to ``True``.
     """
 
     def __init__(
@@ -57,17 +62,23 @@ class CosineAnomalyMap(nn.Module):
             raise ValueError(msg)
         self.mode = mode
         kernel_size = 2 * int(4.0 * sigma + 0.5) + 1
-        self.blur = GaussianBlur2d(sigma=(sigma, sigma), channels=1, kernel_size=(kernel_size, kernel_size))
+        self.blur = GaussianBlur2d(
+            sigma=(sigma, sigma),
+            channels=1,
+            kernel_size=(kernel_size, kernel_size),
+            border_type=BORDER,
+        )
         self.separable_blur = separable_blur
-        kernel = self.blur.kernel[0, 0]  # normalised outer product of two 1-D Gaussians
-        self.register_buffer("blur_columns", kernel.sum(dim=1).view(1, 1, -1, 1), persistent=False)
-        self.register_buffer("blur_rows", kernel.sum(dim=0).view(1, 1, 1, -1), persistent=False)
+        taps = get_gaussian_kernel1d(kernel_size, sigma).flatten()  # normalised, as each factor of the 2-D kernel
+        self.register_buffer("blur_columns", taps.view(1, 1, -1, 1), persistent=False)
+        self.register_buffer("blur_rows", taps.view(1, 1, 1, -1), persistent=False)
+        self.blur_padding = (kernel_size // 2,) * 4  # "same" output size for an odd kernel
 
     def smooth(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Gaussian blur of an (N, 1, H, W) map with anomalib's kernel, padding and border mode."""
         if not self.separable_blur:
             return self.blur(anomaly_map)
-        padded = F.pad(anomaly_map, self.blur.padding_shape, mode=self.blur.border_type)
+        padded = F.pad(anomaly_map, self.blur_padding, mode=BORDER)
         return F.conv2d(F.conv2d(padded, self.blur_rows), self.blur_columns)
 
     def forward(

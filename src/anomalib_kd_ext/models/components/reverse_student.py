@@ -230,9 +230,10 @@ def build_reverse_student(
         # Bottleneck before decoder: the order of random initialisation is part of the numeric regression tests.
         if same_input:
             bottleneck = get_bottleneck_layer(arch, **ANOMALIB_RESNET_STUDENTS[arch])
-            # anomalib's OCBE keeps RD4AD's conv4/bn4, which its forward never calls: drop them so that every
-            # parameter receives a gradient (distributed training rejects unused parameters).
-            del bottleneck.conv4, bottleneck.bn4
+            # anomalib's OCBE keeps RD4AD's conv4/bn4, which its forward never calls: freeze them, so that every
+            # trained parameter receives a gradient (distributed training rejects unused parameters).
+            bottleneck.conv4.requires_grad_(requires_grad=False)
+            bottleneck.bn4.requires_grad_(requires_grad=False)
         else:
             embedding_channels = 512 if arch in {"resnet18", "resnet34"} else 2048  # what anomalib's decoder takes
             bottleneck = GeneratedBottleneck(input_channels, strides, embedding_channels=embedding_channels)

@@ -4,7 +4,9 @@
 """Frozen pre-trained teacher shared by the knowledge-distillation models.
 
 The teacher is anomalib's :class:`~anomalib.models.components.TimmFeatureExtractor` over a timm
-CNN, frozen and kept in eval mode (BatchNorm statistics never change). Backbones are timm names,
+CNN, frozen: no gradients, and its BatchNorm layers are timm's frozen BatchNorm (statistics and affine
+parameters never change, in train and eval mode alike), so it follows its parent's mode and computes
+the same in both. Backbones are timm names,
 optionally with a weights tag (``wide_resnet50_2.tv_in1k`` selects torchvision's ImageNet weights,
 which the AAND and RD4AD papers use). Pre-trained weights come from the Hugging Face hub, or from a
 local ``.pth``/``.safetensors`` file for machines without internet.
@@ -31,7 +33,10 @@ from pathlib import Path
 import timm
 import torch
 from anomalib.models.components import TimmFeatureExtractor
+from timm.layers import freeze_batch_norm_2d
 from timm.models import parse_model_name
+from timm.models.efficientnet import EfficientNetFeatures
+from timm.models.mobilenetv3 import MobileNetV3Features
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -199,20 +204,30 @@ def save_timm_local_dir(arch: str, weights: str | Path | None, directory: str | 
 
 
 def prune_unused_blocks(extractor: TimmFeatureExtractor) -> None:
-    """Drop the blocks after the deepest returned level of a timm EfficientNet/MobileNet feature model.
+    """Adapter: drop the blocks after the deepest returned level of a timm EfficientNet/MobileNet feature model.
 
-    timm's ``EfficientNetFeatures`` keeps and runs every block whatever ``out_indices`` asks for, so the stages past
-    the last level cost time and, in a student, leave parameters without gradients (which distributed training
-    rejects). ResNet feature models are already truncated by timm and are left as they are. Outputs are unchanged.
+    timm's ``EfficientNetFeatures`` / ``MobileNetV3Features`` keep and run every block whatever ``out_indices`` asks
+    for, so the stages past the last level cost time and, in a student, leave parameters without gradients (which
+    distributed training rejects). timm prunes so only full models (``prune_intermediate_layers``); the same cut
+    for its feature models (to be proposed to timm) would remove this adapter. The last block needed is read from
+    timm's public ``feature_info`` (the ``stage`` of each returned level). ResNet feature models are already
+    truncated by timm and are left as they are. Outputs are unchanged.
     """
     model = extractor.feature_extractor
-    stage_out = getattr(model, "_stage_out_idx", None)
-    blocks = getattr(model, "blocks", None)
-    if not stage_out or not isinstance(blocks, nn.Sequential) or getattr(model, "feature_hooks", None) is not None:
+    if not isinstance(model, EfficientNetFeatures | MobileNetV3Features) or model.feature_hooks is not None:
         return
-    last = max(stage_out)  # the output after block ``i`` is stage ``i + 1``
-    if last < len(blocks):
-        model.blocks = blocks[:last]
+    last = max(info["stage"] for info in model.feature_info.get_dicts())  # the output after block i is stage i + 1
+    if last < len(model.blocks):
+        model.blocks = model.blocks[:last]
+
+
+def trains_differently(module: nn.Module) -> bool:
+    """Whether a frozen module computes differently in train mode: BatchNorm that is not frozen, active dropout."""
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)):
+        return True
+    if isinstance(module, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)):
+        return module.p > 0
+    return bool(getattr(module, "drop_prob", 0.0))  # timm's DropPath / DropBlock
 
 
 class Teacher(nn.Module):
@@ -263,7 +278,14 @@ class Teacher(nn.Module):
 
         from_hub = pre_trained and backbone_weights is None
         try:
-            self.extractor = TimmFeatureExtractor(backbone=backbone, layers=indices, pre_trained=from_hub)
+            # requires_grad=True only stops anomalib's extractor from switching itself to eval mode in every forward;
+            # the parameters are frozen below and ``forward`` runs without gradients.
+            self.extractor = TimmFeatureExtractor(
+                backbone=backbone,
+                layers=indices,
+                pre_trained=from_hub,
+                requires_grad=True,
+            )
         except Exception as exc:
             if not from_hub:
                 raise
@@ -276,12 +298,17 @@ class Teacher(nn.Module):
         if backbone_weights is not None:
             self._load_weights(arch, backbone_weights)
         prune_unused_blocks(self.extractor)
+        # Frozen BatchNorm computes as BatchNorm in eval mode, in either mode: the teacher can follow its parent's
+        # mode (Lightning warns about modules left in eval mode at the start of training).
+        self.extractor = freeze_batch_norm_2d(self.extractor)
 
         self.channels: list[int] = list(self.extractor.out_dims)
         self.strides: list[int] = list(self.extractor.reductions)
         for parameter in self.parameters():
             parameter.requires_grad_(requires_grad=False)
-        self.eval()
+        # Anything else that computes differently in train mode (dropout, drop-path) stays in eval mode.
+        self.eval_mode_modules = [name for name, module in self.extractor.named_modules() if trains_differently(module)]
+        self.train()
 
     @staticmethod
     def _layer_indices(arch: str, layers: list[str]) -> list[int]:
@@ -315,10 +342,13 @@ class Teacher(nn.Module):
         logger.info("Loaded teacher weights for '%s' from '%s'.", arch, path)
 
     def train(self, mode: bool = True) -> "Teacher":
-        """Keep the teacher in eval mode whatever the mode of its parent."""
-        del mode
-        return super().train(mode=False)
+        """Follow the parent's mode; modules that would compute differently in train mode stay in eval mode."""
+        super().train(mode=mode)
+        for name in self.eval_mode_modules:
+            self.extractor.get_submodule(name).train(mode=False)
+        return self
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Return the feature maps of ``images`` (N, 3, H, W), one per level, fine to coarse."""
-        return list(self.extractor(images).values())
+        """Return the feature maps of ``images`` (N, 3, H, W), one per level, fine to coarse (no gradients)."""
+        with torch.no_grad():
+            return list(self.extractor(images).values())

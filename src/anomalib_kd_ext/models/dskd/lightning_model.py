@@ -22,37 +22,23 @@ Example:
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 
-from anomalib_kd_ext.models.components import (
-    AtomicCheckpoints,
-    GuardedExportMixin,
-    ResumableRandomStateMixin,
-    attached_trainer,
-    adam_betas,
-    check_choice,
-    check_image_files,
-    check_mask_folders,
-    check_range,
-    check_test_set,
-    check_trainer_dataset,
-    kd_evaluator,
-)
+from anomalib_kd_ext.models.components import DistillationModuleMixin, adam_betas, check_choice, check_range
+from anomalib_kd_ext.runtime import PluginRuntime
 
 from .loss import DualStudentLoss
 from .torch_model import DFSource, DSKDModel
 
 
-class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
+class DSKD(PluginRuntime, DistillationModuleMixin, AnomalibModule):
     """DSKD Lightning module.
 
     Args:
@@ -131,25 +117,6 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         return optim.Adam(parameters, lr=self.learning_rate, betas=self.betas)
 
-    def prepare_data(self) -> None:
-        """After the datamodule's own ``prepare_data`` (a download), check that its masks and images pair up."""
-        trainer = attached_trainer(self)
-        if trainer is not None:
-            check_mask_folders(getattr(trainer, "datamodule", None), report_dir=trainer.default_root_dir)
-
-    def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        """Anomalib's component callbacks and atomic checkpoints; first, check that the dataset can be found."""
-        check_trainer_dataset(attached_trainer(self))
-        callbacks = super().configure_callbacks()
-        callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
-        return [*callbacks, AtomicCheckpoints()]
-
-    def on_fit_start(self) -> None:
-        """Check the input size and the image files before any work is done."""
-        if self.input_size is not None:
-            self.model.check_input_size(*(int(v) for v in self.input_size))
-        check_image_files(getattr(self.trainer, "datamodule", None), report_dir=self.trainer.default_root_dir)
-
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Match both students to the teacher on one batch of normal images."""
         del args, kwargs  # These variables are not used.
@@ -161,28 +128,7 @@ class DSKD(GuardedExportMixin, ResumableRandomStateMixin, AnomalibModule):
         self.log("train_decoder_loss", losses["decoder_loss"].item(), on_epoch=True, on_step=False, batch_size=size)
         return {"loss": losses["loss"]}
 
-    def on_test_start(self) -> None:
-        """Refuse a test set without anomalous images (its AUROC and F1 would be reported as 0.0)."""
-        super().on_test_start()
-        check_test_set(attached_trainer(self))
-
-    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
-        """Predict anomaly maps and scores of a validation batch."""
-        del args, kwargs  # These variables are not used.
-        predictions = self.model(batch.image)
-        return batch.update(**predictions._asdict())
-
     @property
     def trainer_arguments(self) -> dict[str, Any]:
         """No gradient clipping, no sanity validation; the number of epochs is the user's."""
         return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
-
-    @property
-    def learning_type(self) -> LearningType:
-        """DSKD learns from normal images only."""
-        return LearningType.ONE_CLASS
-
-    @staticmethod
-    def configure_evaluator() -> Evaluator:
-        """Anomalib's default metrics plus AUPRO (FPR limit 0.3)."""
-        return kd_evaluator()

@@ -9,9 +9,11 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from timm.layers import DropPath
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from anomalib_kd_ext.models.components import Teacher, match_state_dict, read_state_dict
-from anomalib_kd_ext.models.components.teacher import architecture_name, resolve_weights_path
+from anomalib_kd_ext.models.components.teacher import trains_differently, architecture_name, resolve_weights_path
 
 LAYERS = ["layer1", "layer2", "layer3"]
 
@@ -30,8 +32,33 @@ def test_feature_pyramid_shapes_and_frozen() -> None:
     assert teacher.channels == [64, 128, 256]
     assert teacher.strides == [4, 8, 16]
     assert not any(p.requires_grad for p in teacher.parameters())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in teacher.modules())  # frozen BatchNorm only
+    statistics = {k: v.clone() for k, v in teacher.state_dict().items()}
     teacher.train()
-    assert not any(m.training for m in teacher.modules())
+    trained = teacher(torch.rand(2, 3, 256, 256) * 3)  # a train-mode pass on other images changes nothing
+    assert all(m.training for m in teacher.modules())  # follows its parent: no module left in eval mode
+    assert not any(f.requires_grad for f in trained)
+    assert all(torch.equal(v, statistics[k]) for k, v in teacher.state_dict().items())
+    images = torch.rand(2, 3, 64, 64)
+    in_train_mode = teacher(images)
+    teacher.eval()
+    assert all(torch.equal(a, b) for a, b in zip(in_train_mode, teacher(images), strict=True))
+
+
+def test_modules_that_train_differently_stay_in_eval_mode() -> None:
+    """Live BatchNorm and active dropout / drop-path are found, and kept in eval mode when the teacher trains."""
+    assert trains_differently(torch.nn.BatchNorm2d(4))
+    assert trains_differently(torch.nn.Dropout(0.1))
+    assert trains_differently(DropPath(0.5))
+    assert not trains_differently(DropPath(0.0))
+    assert not trains_differently(torch.nn.Dropout(0.0))
+    assert not trains_differently(FrozenBatchNorm2d(4))
+    teacher = Teacher("resnet18", LAYERS, pre_trained=False)
+    teacher.extractor.feature_extractor.layer1[0].drop_path = DropPath(0.5)
+    teacher.eval_mode_modules = ["feature_extractor.layer1.0.drop_path"]  # what the constructor lists for it
+    teacher.train()
+    assert teacher.training
+    assert not teacher.extractor.feature_extractor.layer1[0].drop_path.training
 
 
 def test_tagged_name_resolves_architecture() -> None:

@@ -15,7 +15,7 @@ In a multi-process run the checkpoint holds rank 0's states; every process then 
 
 Example:
     >>> import torch
-    >>> from anomalib_kd_ext.models.components.resume import capture_random_state, restore_random_state
+    >>> from anomalib_kd_ext.runtime.resume import capture_random_state, restore_random_state
     >>> state = capture_random_state()
     >>> first = torch.rand(3)
     >>> restore_random_state(state)

@@ -30,14 +30,13 @@ import torch
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.post_processing import PostProcessor
 
+from .adapters import QuantizeNetworksOnlyAdapter
+
 if TYPE_CHECKING:
     import openvino as ov
     from anomalib.data import AnomalibDataModule
 
 logger = logging.getLogger(__name__)
-
-# anomalib's recommendation for INT8 calibration (``ExportMixin._post_training_quantization_ov``).
-MIN_CALIBRATION_IMAGES = 300
 
 CALIBRATED_COMPRESSION = {CompressionType.INT8_PTQ, CompressionType.INT8_ACQ}
 
@@ -53,7 +52,7 @@ def check_exportable(model: torch.nn.Module) -> None:
         return  # no post-processing in the graph: raw scores are exported as they are
     unset = [
         name
-        for name in ("_image_threshold", "image_min", "image_max")
+        for name in ("image_threshold", "image_min", "image_max")
         if torch.isnan(getattr(post_processor, name)).any()
     ]
     if unset:
@@ -139,7 +138,7 @@ def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
         return False
 
 
-class GuardedExportMixin:
+class GuardedExportMixin(QuantizeNetworksOnlyAdapter):
     """Put before ``AnomalibModule`` in the bases: checks anomalib's export methods and cleans up after them."""
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
@@ -192,27 +191,6 @@ class GuardedExportMixin:
         return Path(export_root) / "weights" / ExportType.OPENVINO.value / Path(path).name
 
     @staticmethod
-    def _post_training_quantization_ov(model: "ov.Model", datamodule: "AnomalibDataModule | None" = None) -> "ov.Model":
-        """Anomalib's INT8 PTQ (calibration on the datamodule's validation images), anomaly-map tail kept in FP32.
-
-        Raises:
-            ValueError: If ``datamodule`` is ``None``.
-        """
-        import nncf
-
-        if datamodule is None:
-            msg = "INT8_PTQ compression needs a datamodule with calibration images (`datamodule=` to Engine.export)."
-            raise ValueError(msg)
-        datamodule.setup("fit")
-        if model.input(0).partial_shape[0].is_static:
-            datamodule.train_batch_size = model.input(0).shape[0]
-        dataloader = datamodule.val_dataloader()
-        if len(dataloader.dataset) < MIN_CALIBRATION_IMAGES:
-            logger.warning(
-                "INT8 calibration: %d images, more than %d recommended",
-                len(dataloader.dataset),
-                MIN_CALIBRATION_IMAGES,
-            )
-        calibration = nncf.Dataset(dataloader, lambda batch: batch["image"])
-        ignored = nncf.IgnoredScope(names=anomaly_map_tail(model), validate=False)
-        return nncf.quantize(model, calibration, ignored_scope=ignored)
+    def ignored_scope(model: "ov.Model") -> list[str]:
+        """Under INT8 post-training quantisation, the anomaly-map tail stays in FP32 (see the module docstring)."""
+        return anomaly_map_tail(model)

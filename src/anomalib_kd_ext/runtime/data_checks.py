@@ -1,61 +1,51 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Fail fast, naming the path, when a dataset is missing and cannot be downloaded.
+"""Checks of the dataset a model is trained and tested on, run before anomalib reads it.
 
-anomalib's ``MVTecAD``-style datamodules download a missing category in ``prepare_data``. Without
-network the download fails with a bare ``URLError`` and leaves an empty root folder behind. The
-models call :func:`check_dataset_available` before ``prepare_data`` runs, so that an offline user
-with a wrong ``--data.root`` gets the path and the fix instead. With network, nothing changes.
+Each check names the path, the problem and the fix, where anomalib would otherwise fail later with a bare NumPy,
+PIL or ``URLError`` message, or, worse, train and report numbers on data it misread.
 
 Example:
     >>> from anomalib.data import MVTecAD
     >>> check_dataset_available(MVTecAD(root="/no/such/root", category="bottle"))  # doctest: +SKIP
-    Traceback (most recent call last):
-    FileNotFoundError: MVTecAD data not found at '/no/such/root/bottle' ...
+    WARNING ... MVTecAD data not found at '/no/such/root/bottle': anomalib will try to download it ...
 """
 
+import logging
 import os
-import socket
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-
-def _host_resolves(host: str) -> bool:
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return False
-    return True
+logger = logging.getLogger(__name__)
 
 
-def check_dataset_available(datamodule: object) -> None:
-    """Raise ``FileNotFoundError`` if ``root/category`` is missing and its download source is unreachable.
+def check_dataset_available(datamodule: object) -> bool:
+    """Say, before anomalib's download starts, that ``root/category`` is missing and how to point at it.
 
-    Datamodules without ``root`` and ``category`` (``Folder``, for example, which checks its own
-    paths) are left alone.
+    anomalib's ``MVTecAD``-style datamodules download a missing category in ``prepare_data``; without network that
+    fails with a bare ``URLError`` after it has created an empty root folder. Whether the download will work is not
+    probed (no network access from a model hook): the warning names the path and the fix either way, and with
+    network anomalib downloads as before. Datamodules without ``root`` and ``category`` (``Folder``, which checks its
+    own paths) are left alone.
+
+    Returns:
+        bool: Whether the data is on disk (``True`` also for datamodules that are not checked).
     """
     root, category = getattr(datamodule, "root", None), getattr(datamodule, "category", None)
-    if root is None or category is None:
-        return
-    target = Path(root) / str(category)
-    if target.is_dir():
-        return
-    download_info = getattr(sys.modules.get(type(datamodule).__module__), "DOWNLOAD_INFO", None)
-    host = urlparse(str(getattr(download_info, "url", ""))).hostname
-    if host and _host_resolves(host):
-        return  # anomalib downloads it
-    reason = f"{host} cannot be reached" if host else "it has no download source"
-    msg = (
-        f"{type(datamodule).__name__} data not found at '{target}', and it cannot be downloaded ({reason}). "
-        f"Point `root` (CLI: --data.root) at the folder that contains '{category}/', "
-        "or use anomalib's Folder datamodule for your own images."
+    if root is None or category is None or (Path(root) / str(category)).is_dir():
+        return True
+    logger.warning(
+        "%s data not found at '%s': anomalib will try to download it. Offline, point `root` (CLI: --data.root) at "
+        "the folder that contains '%s/', or use anomalib's Folder datamodule for your own images.",
+        type(datamodule).__name__,
+        Path(root) / str(category),
+        category,
     )
-    raise FileNotFoundError(msg)
+    return False
 
 
 def check_trainer_dataset(trainer: object | None) -> None:

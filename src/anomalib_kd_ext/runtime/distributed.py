@@ -14,6 +14,8 @@ import logging
 from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import DDPStrategy
 
+from .adapters import ddp_kwargs as strategy_ddp_kwargs
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,9 +28,7 @@ def find_unused_parameters_in_ddp(trainer: Trainer | None, model_name: str) -> N
     strategy = getattr(trainer, "strategy", None)
     if not isinstance(strategy, DDPStrategy):
         return
-    # Adapter: Lightning keeps the DistributedDataParallel keyword arguments in a private attribute until it wraps
-    # the model and has no public setter; a public `DDPStrategy.ddp_kwargs` (Lightning issue) would remove this.
-    ddp_kwargs = strategy._ddp_kwargs  # noqa: SLF001
+    ddp_kwargs = strategy_ddp_kwargs(strategy)
     if ddp_kwargs.get("find_unused_parameters") is False:
         msg = (
             f"{model_name} trains part of its parameters at a time, which DistributedDataParallel only allows with "
