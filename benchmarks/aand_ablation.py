@@ -15,9 +15,9 @@ precision and recall on the synthetic masks of the last stage-1 epoch.
 
 Example (the numbers in the AAND model README came from these commands, run from the repository root):
 
-    python benchmarks/aand_ablation.py --root ../shared/datasets/mvtec_ad --category bottle \
+    python -m benchmarks aand-ablation --root ../shared/datasets/mvtec_ad --category bottle \
         --texture-dir ../shared/datasets/textures --epochs 10 --seed 42
-    python benchmarks/aand_ablation.py --latency-only   # on an otherwise idle machine
+    python -m benchmarks aand-ablation --latency-only   # on an otherwise idle machine
 """
 
 import argparse
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
-from common import LITE0, LITE0_TEACHER, EpochTimer, hardware, inference_ms, last_logged, save_rows
+from benchmarks.common import LITE0, LITE0_TEACHER, EpochTimer, hardware, inference_ms, last_logged, save_rows
 from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import CSVLogger
 

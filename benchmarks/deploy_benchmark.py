@@ -36,9 +36,9 @@ Results are printed and saved to ``benchmarks/results/deploy_<cpu>_<threads>t.cs
 
 Example (the tables in README.md came from these commands, run from the repository root on an idle machine):
 
-    python benchmarks/deploy_benchmark.py --teacher lite0
-    python benchmarks/deploy_benchmark.py --teacher paper
-    python benchmarks/deploy_benchmark.py --roofline-only   # the machine's peaks alone, ~1 min
+    python -m benchmarks deploy --teacher lite0
+    python -m benchmarks deploy --teacher paper
+    python -m benchmarks deploy --roofline-only   # the machine's peaks alone, ~1 min
 """
 
 import argparse
@@ -56,7 +56,7 @@ import openvino as ov
 import torch
 from anomalib.models import ReverseDistillation, Stfpm
 from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
-from common import LITE0, save_rows
+from benchmarks.common import LITE0, save_rows
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomalib_kd_ext.models import AAND, DSKD
@@ -203,11 +203,12 @@ def build_models(teacher: str, work: Path) -> dict[str, torch.nn.Module]:
 
 def set_placeholder_statistics(model: torch.nn.Module) -> None:
     """Give an untrained model finite post-processing statistics so that it exports (speed measurements only)."""
-    post_processor = model.post_processor
-    for name, value in (("_image_threshold", 0.5), ("_pixel_threshold", 0.5), ("image_min", 0.0), ("pixel_min", 0.0)):
-        getattr(post_processor, name).fill_(value)
-    post_processor.image_max.fill_(1.0)
-    post_processor.pixel_max.fill_(1.0)
+    # Through the post-processor's checkpoint format (its state dict): thresholds 0.5, minima 0, maxima 1.
+    state = model.post_processor.state_dict()
+    for key, value in state.items():
+        fill = 0.5 if key.endswith("threshold") else 0.0 if key.endswith("min") else 1.0
+        state[key] = torch.full_like(value, fill)
+    model.post_processor.load_state_dict(state)
 
 
 def median_ms(run: Callable[[], object], repeats: int, warmup: int = 5) -> float:

@@ -20,9 +20,9 @@ torch-eager inference ms/image (batch 1, 256 px; ``--latency-only`` measures it 
 runs the fixed number of epochs and validates once, after the last one (validation only sets the thresholds). Example (the numbers in the DSKD model README came from these commands, run from the
 repository root):
 
-    python benchmarks/dskd_ablation.py --dataset battery_weld --epochs 20 --seed 42
-    python benchmarks/dskd_ablation.py --dataset bottle --epochs 10 --seed 42
-    python benchmarks/dskd_ablation.py --latency-only
+    python -m benchmarks dskd-ablation --dataset battery_weld --epochs 20 --seed 42
+    python -m benchmarks dskd-ablation --dataset bottle --epochs 10 --seed 42
+    python -m benchmarks dskd-ablation --latency-only
 """
 
 import argparse
@@ -36,7 +36,7 @@ from anomalib.data.datamodules.base import AnomalibDataModule
 from anomalib.engine import Engine
 from anomalib.models import Stfpm
 from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
-from common import LITE0, LITE0_TEACHER, EpochTimer, hardware, inference_ms, save_rows
+from benchmarks.common import LITE0, LITE0_TEACHER, EpochTimer, hardware, inference_ms, save_rows
 from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import CSVLogger
 

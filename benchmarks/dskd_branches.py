@@ -13,7 +13,7 @@ not depend on anomalib's normalisation). The test images are resized as anomalib
 
 Dataset arguments are those of grid.py and must match the grid run, e.g. (from the repository root):
 
-    python benchmarks/dskd_branches.py --datasets mvtec:bottle battery_weld elpv --seeds 0 1 2 \
+    python -m benchmarks dskd-branches --datasets mvtec:bottle battery_weld elpv --seeds 0 1 2 \
         --elpv-max-train 200 --out benchmarks/results/grid_cpu/dskd_branches
 """
 
@@ -23,11 +23,11 @@ import sys
 from pathlib import Path
 
 import torch
+from anomalib.data.transforms.utils import extract_transforms_by_type
 from torchmetrics.functional.classification import binary_auroc
+from torchvision.transforms.v2 import Compose, Resize
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import grid  # noqa: E402  (sys.path above; one benchmark CLI is issue 18)
+from benchmarks import grid
 
 BRANCHES = ("fused", "Se only", "Sd only")
 
@@ -41,13 +41,12 @@ def branch_scores(checkpoint: Path, datamodule) -> dict[str, float | None]:
     model = DSKD.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     network = model.model
     datamodule.setup("test")
-    # What anomalib does once the datamodule is attached to a trainer (AnomalibDataModule._update_augmentations): the
-    # model's Resize runs on each image in the dataset, before collation. Without it the scores differ from the grid's.
-    datamodule._update_subset_augmentations(
-        datamodule.test_data,
-        datamodule.test_augmentations,
-        model.pre_processor.transform,
-    )
+    # What anomalib does once the datamodule is attached to a trainer: the model's Resize runs on each image in the
+    # dataset, before collation (without it the scores differ from the grid's). Public attributes only: the test set's
+    # augmentations become the datamodule's test augmentations followed by the model's Resize.
+    resizes = extract_transforms_by_type(model.pre_processor.transform, Resize)
+    steps = [t for t in (datamodule.test_augmentations, *resizes[:1]) if t is not None]
+    datamodule.test_data.augmentations = Compose(steps) if steps else None
     scores = {branch: [] for branch in BRANCHES}
     maps = {branch: [] for branch in BRANCHES}
     labels, masks = [], []
@@ -103,7 +102,9 @@ def main() -> None:
             )
             rows.append(row)
     if not rows:
-        sys.exit("no DSKD checkpoint found: run benchmarks/grid.py with --models DSKD and the same --work-dir first")
+        sys.exit(
+            "no DSKD checkpoint found: run `python -m benchmarks grid --models DSKD` and the same --work-dir first"
+        )
     out.mkdir(parents=True, exist_ok=True)
     with (out / "dskd_branches.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

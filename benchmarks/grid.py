@@ -34,7 +34,7 @@ the grids before the cache did: the same tensors, so the same metrics).
 
 Example (the small CPU grid of the README; run from the repository root):
 
-    python benchmarks/grid.py --models Stfpm RD AAND DSKD --datasets mvtec:bottle battery_weld elpv \
+    python -m benchmarks grid --models Stfpm RD AAND DSKD --datasets mvtec:bottle battery_weld elpv \
         --seeds 0 --epochs 3 --out benchmarks/results/grid_small_cpu
 """
 
@@ -50,7 +50,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 LITE0_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
 PAPER_TEACHERS = {  # per model family, the backbone of its paper
     "Stfpm": {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]},
@@ -190,7 +189,6 @@ def make_model(name: str, args: argparse.Namespace, work_dir: Path):
         extra = {"evaluator": DSKD.configure_evaluator()} if family == "Stfpm" else {}
         return model_class(**teacher, **switches, **extra, pre_processor=model_class.configure_pre_processor(size))
     if family == "Stfpm":
-        sys.path.insert(0, str(HERE))
         from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
 
         backbone = save_timm_local_dir("tf_efficientnet_lite0", LITE0_PACKAGE_WEIGHTS, work_dir / "lite0_local_dir")
@@ -214,8 +212,7 @@ def run_cell(cell: dict, args: argparse.Namespace) -> dict:
     from lightning.pytorch import seed_everything
     from lightning.pytorch.loggers import CSVLogger
 
-    sys.path.insert(0, str(HERE))
-    from common import EpochTimer, inference_ms
+    from benchmarks.common import EpochTimer, inference_ms
 
     from anomalib_kd_ext.data import ImageCache
 
@@ -540,7 +537,16 @@ def run_child(cell: dict, args: argparse.Namespace, out: Path) -> dict | None:
     )
     result = logs / f"{name}.json"
     result.unlink(missing_ok=True)
-    command = [sys.executable, __file__, *sys.argv[1:], "--cell", json.dumps(cell), "--cell-result", str(result)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.grid",
+        *sys.argv[1:],
+        "--cell",
+        json.dumps(cell),
+        "--cell-result",
+        str(result),
+    ]
     with (logs / f"{name}.log").open("w") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     if code != 0 or not result.is_file():

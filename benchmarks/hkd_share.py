@@ -10,7 +10,7 @@ share of the level's loss, the mean ``d`` over all positions, the share of posit
 features end in a linear layer, as EfficientNet-Lite0's blocks do) and the share of all positions' ``d`` that the
 ``k_hard`` positions hold. Nothing is trained.
 
-    python benchmarks/hkd_share.py --ckpt results/grid/AAND_mvtec_bottle_seed0/AAND/MVTecAD/bottle/v0/weights/lightning/model.ckpt \\
+    python -m benchmarks hkd-share --ckpt results/grid/AAND_mvtec_bottle_seed0/AAND/MVTecAD/bottle/v0/weights/lightning/model.ckpt \\
         --dataset mvtec:bottle --out benchmarks/results/hkd_share
 """
 
@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 from torchvision.transforms.v2 import Resize
 
-import grid  # benchmarks/grid.py (this script's folder is first on sys.path)
+from benchmarks import grid
 
 
 def level_statistics(teacher: torch.Tensor, student: torch.Tensor, k_hard: int) -> dict[str, torch.Tensor]:

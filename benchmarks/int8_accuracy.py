@@ -16,8 +16,8 @@ Prints and saves image AUROC, pixel AUROC and the drift of each export from torc
 ``benchmarks/results/int8_accuracy_<category>.csv`` (rows of other checkpoints from earlier runs are kept).
 Examples (run from the repository root; checkpoints from the ablation benchmarks and the 30-epoch grid's work dir):
 
-    python benchmarks/int8_accuracy.py --ckpt DSKD=results/dskd_ablation/dskd_bottle_seed42/DSKD/MVTecAD/bottle/v0/weights/lightning/model.ckpt
-    python benchmarks/int8_accuracy.py --dataset battery_weld \
+    python -m benchmarks int8-accuracy --ckpt DSKD=results/dskd_ablation/dskd_bottle_seed42/DSKD/MVTecAD/bottle/v0/weights/lightning/model.ckpt
+    python -m benchmarks int8-accuracy --dataset battery_weld \
         --ckpt AAND=results/grid/AAND_folder_battery_weld_seed1/AAND/battery_weld/v0/weights/lightning/model.ckpt
 """
 
@@ -31,13 +31,13 @@ import numpy as np
 import openvino as ov
 import torch
 import torch.nn.functional as F
-import grid  # benchmarks/grid.py (this script's folder is first on sys.path)
+from benchmarks import grid
 from anomalib.data import AnomalibDataModule
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
 from anomalib.metrics import AUROC
 from anomalib.models import Stfpm
-from common import hardware, save_rows
+from benchmarks.common import hardware, save_rows
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.models.components import kd_evaluator

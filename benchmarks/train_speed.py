@@ -21,7 +21,7 @@ CSV (``today`` and ``fast_fp32`` see the same tensors in the same order and must
 
 Example (from the repository root; ~30 min on 2 cores):
 
-    python benchmarks/train_speed.py --out benchmarks/results/train_speed
+    python -m benchmarks train-speed --out benchmarks/results/train_speed
 """
 
 import argparse
@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-import grid
+from benchmarks import grid
 
 MODES = ("today", "fast_fp32", "fast_bf16", "floor")
 METRICS = ("image_AUROC", "pixel_AUROC")
@@ -91,7 +91,7 @@ class InMemoryBatches:
 def run_cell(model_name: str, mode: str, args: argparse.Namespace) -> list[dict]:
     """Train (and, with a datamodule, test) one model in one mode; return one row per stage."""
     from anomalib.engine import Engine
-    from common import EpochTimer, hardware
+    from benchmarks.common import EpochTimer, hardware
     from lightning.pytorch import seed_everything
 
     from anomalib_kd_ext.data import ImageCache
@@ -240,7 +240,14 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = json.loads(previous.read_text()) if previous.is_file() else []
     for model_name in args.models:
         for mode in args.modes:
-            command = [sys.executable, __file__, *(argv or sys.argv[1:]), "--cell", f"{model_name}:{mode}"]
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.train_speed",
+                *(argv or sys.argv[1:]),
+                "--cell",
+                f"{model_name}:{mode}",
+            ]
             print(f"== {model_name} {mode}", flush=True)
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             found = [line[5:] for line in result.stdout.splitlines() if line.startswith("ROWS ")]
