@@ -13,7 +13,7 @@ Prints and saves (CSV + JSON under ``--out``) image AUROC, pixel AUROC, AUPRO, t
 stage, torch-eager inference ms/image (batch 1, 256 px, after warm-up) and the stage-1 gate's
 precision and recall on the synthetic masks of the last stage-1 epoch.
 
-Example (the numbers in the AAND model README came from these commands, run from the repository root):
+Example (the AAND numbers in docs/results.md came from these commands, run from the repository root):
 
     python -m benchmarks aand-ablation --root ../shared/datasets/mvtec_ad --category bottle \
         --texture-dir ../shared/datasets/textures --epochs 10 --seed 42

@@ -17,7 +17,7 @@ Datasets: ``bottle`` (``MVTecAD`` layout under ``--mvtec-root``) and ``battery_w
 Prints and saves (CSV + JSON under ``--out``, one row per finished variant; a rerun skips the variants already
 saved) image AUROC, pixel AUROC, AUPRO, training seconds (training epochs only, validation excluded) and
 torch-eager inference ms/image (batch 1, 256 px; ``--latency-only`` measures it alone, on an idle machine). Training
-runs the fixed number of epochs and validates once, after the last one (validation only sets the thresholds). Example (the numbers in the DSKD model README came from these commands, run from the
+runs the fixed number of epochs and validates once, after the last one (validation only sets the thresholds). Example (the DSKD numbers in docs/results.md came from these commands, run from the
 repository root):
 
     python -m benchmarks dskd-ablation --dataset battery_weld --epochs 20 --seed 42
