@@ -145,6 +145,10 @@ def test_fp16_and_int8_openvino(trained: dict, tiny_dataset: Path) -> None:
     assert {"anomaly_map", "pred_score"} <= tail
     quantisers = [op.get_friendly_name() for op in quantised.get_ops() if op.get_type_name() == "FakeQuantize"]
     assert not tail.intersection(quantisers), sorted(tail.intersection(quantisers))
+    # ... and the tail starts after the networks: a ReduceL2 inside them (AAND's RAA) leaves the student quantised.
+    decoder = [op.get_friendly_name() for op in quantised.get_ops() if op.get_type_name() == "ConvolutionBackpropData"]
+    assert decoder, "the reverse student's transposed convolutions are missing from the graph"
+    assert not tail.intersection(decoder), sorted(tail.intersection(decoder))
 
 
 def test_static_input_size(trained: dict) -> None:

@@ -105,7 +105,12 @@ def uninterrupted(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) 
     return _weights(_final_checkpoint(root))
 
 
-@pytest.mark.parametrize(("kill_epoch", "stage"), [(1, "amplification"), (3, "distillation")], ids=["stage1", "stage2"])
+# Resuming inside stage 2 is also covered by test_resume.py (aand-stage2); SIGKILL there runs with ``-m slow``.
+@pytest.mark.parametrize(
+    ("kill_epoch", "stage"),
+    [(1, "amplification"), pytest.param(3, "distillation", marks=pytest.mark.slow)],
+    ids=["stage1", "stage2"],
+)
 def test_kill9_then_rerun_with_ckpt_path_ends_with_the_same_weights(
     kill_epoch: int,
     stage: str,

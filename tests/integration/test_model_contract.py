@@ -120,7 +120,11 @@ def test_predict_from_checkpoint(fitted: dict, dataset_path: Path) -> None:
         assert torch.isfinite(batch.pred_score).all()
 
 
-@pytest.mark.parametrize("export_type", list(ExportType))
+# OPENVINO goes through anomalib's ONNX export, so the ONNX case alone runs with ``-m slow``.
+@pytest.mark.parametrize(
+    "export_type",
+    [pytest.param(t, marks=pytest.mark.slow) if t == ExportType.ONNX else t for t in ExportType],
+)
 def test_export_from_checkpoint(fitted: dict, export_type: ExportType, tmp_path: Path) -> None:
     """``export`` from the checkpoint writes the model file of every ``ExportType``."""
     model, _, engine = fitted["fresh"]()

@@ -106,7 +106,10 @@ def test_dynamic_batch_axis_is_fixed_to_one_image(tmp_path: Path) -> None:
     scorer = OpenVINOScorer(path)
     assert scorer.compiled.inputs[0].get_partial_shape() == ov.PartialShape([1, 3, 64, 64])
     image = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
-    dynamic = ov.Core().compile_model(str(path), "CPU")(image.transpose(2, 0, 1)[None])
+    # f32 as the scorer: without the hint OpenVINO runs FP32 models in bf16 on CPUs with AVX-512 BF16
+    dynamic = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(
+        image.transpose(2, 0, 1)[None],
+    )
     assert scorer(image)["pred_score"] == pytest.approx(float(dynamic["pred_score"].reshape(-1)[0]), abs=1e-6)
     assert OpenVINOScorer(save_toy_model(tmp_path / "any.xml")).compiled.inputs[0].get_partial_shape()[0].is_dynamic
 

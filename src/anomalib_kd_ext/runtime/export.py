@@ -14,7 +14,7 @@ It also keeps the anomaly-map tail of the graph in FP32 under INT8 post-training
 ``INT8_PTQ`` hands the whole graph to NNCF, which calibrates every quantiser on normal images; the cosine distances,
 the Gaussian blur and the normalisation that follow the features then clip the large values that anomalous images
 produce, and every exported score collapses (DSKD on MVTec bottle: image AUROC 0.5). Only the networks are
-quantised here; everything downstream of the first feature normalisation runs in FP32.
+quantised here; everything downstream of the cosine distances' feature norms runs in FP32.
 """
 
 import errno
@@ -65,22 +65,32 @@ def check_exportable(model: torch.nn.Module) -> None:
 
 
 def anomaly_map_tail(model: "ov.Model") -> list[str]:
-    """Names of the OpenVINO operations downstream of the feature normalisation (``ReduceL2``) of ``model``.
+    """Names of the OpenVINO operations downstream of the cosine distances' feature norms (``ReduceL2``) of ``model``.
 
     In a cosine-distance KD model this is the anomaly map and its post-processing: the per-layer distances,
-    interpolation, sum, blur, normalisation, thresholds and outputs. Empty when the graph has no ``ReduceL2``.
+    interpolation, sum, blur, normalisation, thresholds and outputs. A ``ReduceL2`` inside the networks (AAND's RAA
+    normalises its queries and memory) is not a start: only norms with no further ``ReduceL2`` downstream are, so that
+    the student behind RAA is quantised. Empty when the graph has no ``ReduceL2``.
     """
-    pending = [op for op in model.get_ordered_ops() if op.get_type_name() == "ReduceL2"]
-    tail: dict[str, None] = {}
+    ops = model.get_ordered_ops()  # topological order
+
+    def consumers(op: "ov.Node") -> list["ov.Node"]:
+        return [target.get_node() for output in op.outputs() for target in output.get_target_inputs()]
+
+    norm_below: dict[str, bool] = {}  # a ReduceL2 among the (strict) descendants of an op
+    for op in reversed(ops):
+        norm_below[op.get_name()] = any(
+            child.get_type_name() == "ReduceL2" or norm_below.get(child.get_name(), False) for child in consumers(op)
+        )
+    pending = [op for op in ops if op.get_type_name() == "ReduceL2" and not norm_below[op.get_name()]]
+    tail: dict[str, str] = {}  # unique name -> friendly name (NNCF's ignored scope uses the friendly names)
     while pending:
         op = pending.pop()
-        name = op.get_friendly_name()
-        if name in tail:
+        if op.get_name() in tail:
             continue
-        tail[name] = None
-        for output in op.outputs():
-            pending.extend(target.get_node() for target in output.get_target_inputs())
-    return [name for name in tail if name]
+        tail[op.get_name()] = op.get_friendly_name()
+        pending.extend(consumers(op))
+    return [name for name in tail.values() if name]
 
 
 @contextmanager

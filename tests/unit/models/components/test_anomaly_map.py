@@ -61,3 +61,26 @@ def test_separable_blur_equals_anomalib_blur(size: tuple[int, int]) -> None:
     reference = GaussianBlur2d(sigma=(4.0, 4.0), channels=1, kernel_size=(33, 33))
     torch.testing.assert_close(separable.smooth(anomaly_map), reference(anomaly_map), atol=1e-5, rtol=0)
     assert separable.state_dict().keys() == {"blur.kernel"}  # checkpoints are unchanged
+
+
+@pytest.mark.parametrize("mode", ["add", "multiply"])
+@pytest.mark.parametrize("size", [(256, 256), (96, 160)])
+def test_matrix_tail_equals_interpolate_then_blur(mode: str, size: tuple[int, int]) -> None:
+    """Upsampling and blur as matrix products give the map of ``F.interpolate`` + blur (float rounding only)."""
+    generator = torch.Generator().manual_seed(0)
+    strides = (4, 8, 16)
+    teacher = [torch.rand(2, 8, size[0] // s, size[1] // s, generator=generator) for s in strides]
+    student = [torch.rand(2, 8, size[0] // s, size[1] // s, generator=generator) for s in strides]
+    reference = CosineAnomalyMap(mode=mode, matrix_tail=False)(teacher, student, size)
+    matrix = CosineAnomalyMap(mode=mode)(teacher, student, size)
+    assert matrix.shape == reference.shape == (2, 1, *size)
+    torch.testing.assert_close(matrix, reference, atol=1e-6, rtol=1e-5)
+
+
+def test_matrix_tail_is_skipped_under_autocast() -> None:
+    """Under bf16 autocast the map is computed exactly as before the matrix tail (interpolate, then blur)."""
+    features = [torch.rand(1, 4, 16, 16)], [torch.rand(1, 4, 16, 16)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = CosineAnomalyMap(matrix_tail=False)(*features, (64, 64))
+        under_autocast = CosineAnomalyMap()(*features, (64, 64))
+    assert torch.equal(under_autocast, reference)
