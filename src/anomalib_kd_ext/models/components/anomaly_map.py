@@ -89,16 +89,21 @@ class CosineAnomalyMap(nn.Module):
         self.matrix_tail = matrix_tail
 
     @staticmethod
-    def upsampling_matrix(length: int, size: int, like: torch.Tensor) -> torch.Tensor:
-        """(size, length) matrix of 1-D linear interpolation with ``align_corners=True`` (one axis of bilinear)."""
+    def upsampling_matrix_t(length: int, size: int, like: torch.Tensor) -> torch.Tensor:
+        """(length, size) transpose of 1-D linear interpolation with ``align_corners=True`` (one axis of bilinear)."""
         basis = torch.eye(length, dtype=like.dtype, device=like.device).unsqueeze(1)
-        return F.interpolate(basis, size=size, mode="linear", align_corners=True).squeeze(1).T
+        return F.interpolate(basis, size=size, mode="linear", align_corners=True).squeeze(1)
 
-    def blur_matrix(self, size: int, like: torch.Tensor) -> torch.Tensor:
-        """(size, size) matrix of the 1-D Gaussian of :meth:`smooth` along one axis, reflected border included."""
+    def blur_matrix_t(self, size: int, like: torch.Tensor) -> torch.Tensor:
+        """(size, size) transpose of the 1-D Gaussian of :meth:`smooth` along one axis, reflected border included.
+
+        The matrices are built transposed and used as they come out of ``interpolate`` / ``conv1d``: OpenVINO 2025
+        computed a wrong map when an in-graph transpose of the conv-built blur matrix fed a MatMul (dynamic-shape
+        ONNX export, see ``docs/deployment.md``).
+        """
         basis = torch.eye(size, dtype=like.dtype, device=like.device).unsqueeze(1)
         padded = F.pad(basis, self.blur_padding[:2], mode=BORDER)
-        return F.conv1d(padded, self.blur_rows.view(1, 1, -1)).squeeze(1).T
+        return F.conv1d(padded, self.blur_rows.view(1, 1, -1)).squeeze(1)
 
     def smooth(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Gaussian blur of an (N, 1, H, W) map with anomalib's kernel, padding and border mode."""
@@ -128,14 +133,14 @@ class CosineAnomalyMap(nn.Module):
             return self.smooth(self._fuse(upsampled))
         fold_blur = self.mode == "add"  # the blur commutes with a sum of maps, not with a product
         if fold_blur:
-            blur_h, blur_w = self.blur_matrix(height, distances[0]), self.blur_matrix(width, distances[0])
+            blur_h, blur_w = self.blur_matrix_t(height, distances[0]), self.blur_matrix_t(width, distances[0])
         upsampled = []
         for distance in distances:
-            left = self.upsampling_matrix(distance.shape[-2], height, distance)
-            right = self.upsampling_matrix(distance.shape[-1], width, distance)
+            left_t = self.upsampling_matrix_t(distance.shape[-2], height, distance)  # (h, H)
+            right_t = self.upsampling_matrix_t(distance.shape[-1], width, distance)  # (w, W)
             if fold_blur:
-                left, right = blur_h @ left, blur_w @ right
-            upsampled.append(left @ distance @ right.T)
+                left_t, right_t = left_t @ blur_h, right_t @ blur_w
+            upsampled.append(left_t.transpose(0, 1) @ distance @ right_t)
         anomaly_map = self._fuse(upsampled)
         return anomaly_map if fold_blur else self.smooth(anomaly_map)
 
