@@ -25,42 +25,23 @@ import json
 from pathlib import Path
 
 import torch
-from anomalib.data import MVTecAD
 from anomalib.engine import Engine
-from benchmarks.common import LITE0, LITE0_TEACHER, EpochTimer, hardware, inference_ms, last_logged, save_rows
+from benchmarks import grid
+from benchmarks.common import LITE0_TEACHER, EpochTimer, hardware, inference_ms, last_logged
+from benchmarks.tables import save_rows
 from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
-from anomalib_kd_ext.models import AAND
-from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
-
-VARIANTS = {
-    "aand": {"use_raa": True, "use_hkd": True},
-    "raa_off": {"use_raa": False, "use_hkd": True},
-    "plain_rd": {"use_raa": False, "use_hkd": False},
-}
+# Variant -> the grid's model of the same name (same teacher and switches, built by ``grid.make_model``).
+VARIANTS = {"aand": "AAND", "raa_off": "AAND_raa_off", "plain_rd": "RD"}
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
     """Train and test one variant; return its row."""
     seed_everything(args.seed, workers=True)
     work_dir = Path(args.work_dir) / f"{name}_{args.category}_seed{args.seed}"
-    model = AAND(
-        **LITE0,
-        backbone_weights=LITE0_PACKAGE_WEIGHTS,
-        amplification_epochs=args.epochs,
-        distillation_epochs=args.epochs,
-        texture_dir=args.texture_dir,
-        **VARIANTS[name],
-    )
-    datamodule = MVTecAD(
-        root=args.root,
-        category=args.category,
-        train_batch_size=args.batch_size,
-        eval_batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        seed=args.seed,
-    )
+    model = grid.make_model(VARIANTS[name], args, work_dir)
+    datamodule = grid.make_datamodule("mvtec", args.category, Path(args.root), args, args.seed)
     timer = EpochTimer()
     logger = CSVLogger(save_dir=str(work_dir), name="logs", version=0)
     engine = Engine(default_root_dir=work_dir, callbacks=[timer], logger=logger, accelerator="cpu", devices=1)
@@ -96,7 +77,7 @@ def measure_latency(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.variants:
-        model = AAND(**LITE0, backbone_weights=LITE0_PACKAGE_WEIGHTS, **VARIANTS[name])
+        model = grid.make_model(VARIANTS[name], args, Path(args.work_dir))
         trainable = [p for p in model.model.parameters() if p.requires_grad]
         rows.append(
             {
@@ -132,6 +113,7 @@ def main() -> None:
         action="store_true",
         help="only measure inference latency of each variant (untrained weights; speed does not depend on them)",
     )
+    parser.set_defaults(teacher="lite0", image_size=256, elpv_max_train=None)
     args = parser.parse_args()
     if args.latency_only:
         measure_latency(args)

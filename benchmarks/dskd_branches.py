@@ -18,7 +18,6 @@ Dataset arguments are those of grid.py and must match the grid run, e.g. (from t
 """
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from torchmetrics.functional.classification import binary_auroc
 from torchvision.transforms.v2 import Compose, Resize
 
 from benchmarks import grid
+from benchmarks.tables import write_csv
 
 BRANCHES = ("fused", "Se only", "Sd only")
 
@@ -105,11 +105,7 @@ def main() -> None:
         sys.exit(
             "no DSKD checkpoint found: run `python -m benchmarks grid --models DSKD` and the same --work-dir first"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "dskd_branches.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "dskd_branches.csv")
     columns = [key for key in rows[0] if key not in {"dataset", "seed"}]
     lines = [
         "AUROC of each student's map of the same trained DSKD models (mean ± std over seeds; raw scores).",

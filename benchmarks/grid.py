@@ -18,7 +18,7 @@ Models (``--models``; teacher ``tf_efficientnet_lite0`` with real ImageNet weigh
   anomalib's ``ReverseDistillation`` builds its decoder for ResNets only, so with the Lite0 teacher this is the
   matched-teacher stand-in; with ``--teacher paper`` (WideResNet-50-2) anomalib's own model is used;
 - ``AAND``, ``AAND_raa_off`` (HKD on, no stage 1), ``AAND_hkd_off`` (RAA on, RD4AD's loss);
-- ``DSKD``, ``DSKD_se_only``, ``DSKD_sd_only``.
+- ``DSKD``, ``DSKD_se_only``, ``DSKD_sd_only``, ``DSKD_df_teacher`` / ``DSKD_df_both`` (DF fed by the teacher / both).
 
 ``--epochs`` is the number of training epochs of every model; AAND's two stages get ``--epochs`` each (the
 distillation stage, the part every model shares, has the same length everywhere). Training validates once, after
@@ -50,7 +50,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-LITE0_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
+from benchmarks.tables import write_csv
+
 PAPER_TEACHERS = {  # per model family, the backbone of its paper
     "Stfpm": {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]},
     "RD": {"backbone": "wide_resnet50_2", "layers": ["layer1", "layer2", "layer3"]},
@@ -66,6 +67,8 @@ MODELS = {
     "DSKD": ("DSKD", {}),
     "DSKD_se_only": ("DSKD", {"use_decoder_student": False}),
     "DSKD_sd_only": ("DSKD", {"use_encoder_student": False, "df_source": "teacher"}),
+    "DSKD_df_teacher": ("DSKD", {"df_source": "teacher"}),
+    "DSKD_df_both": ("DSKD", {"df_source": "both"}),
 }
 COLUMNS = [
     "model",
@@ -88,15 +91,6 @@ COLUMNS = [
 METRICS = ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_AUPRO"]
 KEY = ("model", "dataset", "category", "seed", "teacher", "epochs", "image_size")
 KEY_OF_CURVE = ("model", "dataset", "category", "seed", "epochs")
-
-
-def hardware() -> str:
-    """CPU (or GPU) the cell ran on, e.g. ``x86_64, 2 threads, CPU``."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()}, GPU"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU"
 
 
 def parse_dataset(spec: str, args: argparse.Namespace) -> tuple[str, str, Path | None]:
@@ -177,7 +171,7 @@ def make_model(name: str, args: argparse.Namespace, work_dir: Path):
     from anomalib.models import ReverseDistillation, Stfpm
 
     from anomalib_kd_ext.models import AAND, DSKD
-    from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
+    from anomalib_kd_ext.models.components import LITE0_LAYERS, LITE0_PACKAGE_WEIGHTS
 
     family, switches = MODELS[name]
     size = (args.image_size, args.image_size)
@@ -194,11 +188,15 @@ def make_model(name: str, args: argparse.Namespace, work_dir: Path):
         backbone = save_timm_local_dir("tf_efficientnet_lite0", LITE0_PACKAGE_WEIGHTS, work_dir / "lite0_local_dir")
         return Stfpm(
             backbone=backbone,
-            layers=LITE0_LAYERS,
+            layers=list(LITE0_LAYERS),
             evaluator=DSKD.configure_evaluator(),
             pre_processor=Stfpm.configure_pre_processor(size),
         )
-    teacher = {"backbone": "tf_efficientnet_lite0", "layers": LITE0_LAYERS, "backbone_weights": LITE0_PACKAGE_WEIGHTS}
+    teacher = {
+        "backbone": "tf_efficientnet_lite0",
+        "layers": list(LITE0_LAYERS),
+        "backbone_weights": LITE0_PACKAGE_WEIGHTS,
+    }
     if family == "AAND":
         stages = {"amplification_epochs": args.epochs, "distillation_epochs": args.epochs}
         texture = {"texture_dir": args.texture_dir}
@@ -212,7 +210,7 @@ def run_cell(cell: dict, args: argparse.Namespace) -> dict:
     from lightning.pytorch import seed_everything
     from lightning.pytorch.loggers import CSVLogger
 
-    from benchmarks.common import EpochTimer, inference_ms
+    from benchmarks.common import EpochTimer, hardware, inference_ms
 
     from anomalib_kd_ext.data import ImageCache
 
@@ -335,17 +333,6 @@ def read_rows(csv_path: Path) -> list[dict]:
             elif key in METRICS or key in {"train_seconds", "peak_memory_MB", "inference_ms_per_image"}:
                 row[key] = float(value) if value not in {"", "None"} else None
     return rows
-
-
-def write_rows(rows: list[dict], csv_path: Path) -> None:
-    """Write the grid CSV atomically (a crash never leaves half a file)."""
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = csv_path.with_suffix(".csv.partial")
-    with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    partial.replace(csv_path)
 
 
 def mean_std(values: list[float], digits: int = 3) -> str:
@@ -516,7 +503,7 @@ def run_grid(args: argparse.Namespace) -> None:
                 progress.console.print(f"[red]{label}: failed, see {out / 'logs'}[/red]")
             else:
                 rows.append(row)
-                write_rows(rows, csv_path)
+                write_csv(rows, csv_path, COLUMNS)
                 summarise(rows, out)
                 metrics = ", ".join(f"{name} {row[name]:.3f}" for name in METRICS if row[name] is not None)
                 progress.console.print(f"{label}: {metrics}, {row['train_seconds']:.0f} s training")

@@ -15,8 +15,6 @@ features end in a linear layer, as EfficientNet-Lite0's blocks do) and the share
 """
 
 import argparse
-import csv
-import json
 from pathlib import Path
 
 import torch
@@ -24,6 +22,7 @@ from torch.nn import functional as F  # noqa: N812
 from torchvision.transforms.v2 import Resize
 
 from benchmarks import grid
+from benchmarks.tables import save_rows
 
 
 def level_statistics(teacher: torch.Tensor, student: torch.Tensor, k_hard: int) -> dict[str, torch.Tensor]:
@@ -101,13 +100,8 @@ def main() -> None:
     if len(args.ckpt) != len(args.dataset):
         parser.error("give one --dataset per --ckpt")
     rows = [row for ckpt, spec in zip(args.ckpt, args.dataset, strict=True) for row in measure(ckpt, spec, args)]
-    args.out.mkdir(parents=True, exist_ok=True)
+    save_rows(rows, args.out, "hkd_share")
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with (args.out / "hkd_share.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    (args.out / "hkd_share.json").write_text(json.dumps(rows, indent=1))
     shown = [c for c in columns if c != "checkpoint"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for row in rows:

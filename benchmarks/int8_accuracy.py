@@ -37,7 +37,8 @@ from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
 from anomalib.metrics import AUROC
 from anomalib.models import Stfpm
-from benchmarks.common import hardware, save_rows
+from benchmarks.common import hardware
+from benchmarks.tables import save_rows
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.models.components import kd_evaluator

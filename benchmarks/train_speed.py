@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from benchmarks import grid
+from benchmarks.tables import save_rows
 
 MODES = ("today", "fast_fp32", "fast_bf16", "floor")
 METRICS = ("image_AUROC", "pixel_AUROC")
@@ -168,14 +169,7 @@ def collect_batches(dataset: str, category: str, root: Path | None, args: argpar
 
 def write_outputs(rows: list[dict], out: Path) -> str:
     """``train_speed.csv``, ``train_speed.json`` and the Markdown table ``train_speed.md``; return the Markdown."""
-    import csv
-
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "train_speed.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "train_speed.json").write_text(json.dumps(rows, indent=1))
+    save_rows(rows, out, "train_speed", COLUMNS)
     by_key = {(row["model"], row["stage"], row["mode"]): row for row in rows}
     stages = list(dict.fromkeys((row["model"], row["stage"]) for row in rows))
     first = rows[0]

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from anomalib_kd_ext.models.components import LITE0_LAYERS
+
 # The backbones the tests build models with. ResNet-18 without weights: fast, offline, enough for behaviour tests.
 RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
-LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2", "blocks.4"]}
+LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": list(LITE0_LAYERS)}
 
 
 def _object_image(rng: np.random.Generator, size: int) -> np.ndarray:

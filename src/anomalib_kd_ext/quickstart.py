@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
     from anomalib_kd_ext.data import ELPV
 
-LITE0_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
-
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (the defaults are the README's quickstart)."""
@@ -65,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     from anomalib_kd_ext.data import ELPV, ImageCache
     from anomalib_kd_ext.models import AAND, DSKD
-    from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
+    from anomalib_kd_ext.models.components import LITE0_LAYERS, LITE0_PACKAGE_WEIGHTS
 
     seed_everything(args.seed, workers=True)
     datamodule = ELPV(
@@ -77,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         val_split_mode="same_as_test",  # validation only sets the threshold; every test image is scored
         seed=args.seed,
     )
-    teacher = {"backbone": "tf_efficientnet_lite0", "layers": LITE0_LAYERS, "backbone_weights": LITE0_PACKAGE_WEIGHTS}
+    teacher = {
+        "backbone": "tf_efficientnet_lite0",
+        "layers": list(LITE0_LAYERS),
+        "backbone_weights": LITE0_PACKAGE_WEIGHTS,
+    }
     size = (args.image_size, args.image_size)
     if args.model == "AAND":
         model = AAND(

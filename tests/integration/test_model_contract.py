@@ -21,8 +21,9 @@ from anomalib.models import get_model, list_models
 from anomalib.utils.path import convert_to_snake_case
 from helpers import make_mvtec_like
 
+from anomalib_kd_ext.models.components import LITE0_LAYERS
+
 PLUGIN_MODELS = ("AAND", "DSKD")
-LITE0_LAYERS = ["blocks.1", "blocks.2", "blocks.4"]
 EXTRA_ARGS = {"AAND": {"amplification_epochs": 1, "distillation_epochs": 1}, "DSKD": {}}
 
 
@@ -59,7 +60,7 @@ def _objects(name: str, dataset_path: Path, project_path: Path, lite0_weights: s
     model = get_model(
         convert_to_snake_case(name),
         backbone="tf_efficientnet_lite0",
-        layers=LITE0_LAYERS,
+        layers=list(LITE0_LAYERS),
         backbone_weights=lite0_weights,
         **EXTRA_ARGS[name],
     )

@@ -16,6 +16,7 @@ from .reverse_student import (
     required_input_multiple,
 )
 from .teacher import (
+    LITE0_LAYERS,
     LITE0_PACKAGE_WEIGHTS,
     Teacher,
     architecture_name,
@@ -28,6 +29,7 @@ from .teacher import (
 from .validation import check_choice, check_fractions, check_range
 
 __all__ = [
+    "LITE0_LAYERS",
     "LITE0_PACKAGE_WEIGHTS",
     "CosineAnomalyMap",
     "DistillationModuleMixin",
