@@ -57,7 +57,8 @@ import openvino as ov
 import torch
 from anomalib.models import ReverseDistillation, Stfpm
 from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
-from benchmarks.common import LITE0, save_rows
+from benchmarks.common import LITE0
+from benchmarks.tables import save_rows
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomalib_kd_ext.models import AAND, DSKD

@@ -82,15 +82,27 @@ def main() -> None:
     parser.add_argument("--ckpt", nargs="+", required=True, help="NAME=path, NAME one of " + ", ".join(CLASSES))
     parser.add_argument("--dataset", default="mvtec:bottle", help="as the grid's --datasets (one)")
     grid.add_dataset_roots(parser)
+    parser.add_argument(
+        "--calibration-ratio",
+        type=float,
+        default=0.5,
+        help="share of the training images INT8 is calibrated on (default 0.5)",
+    )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     dataset, category, root = grid.parse_dataset(args.dataset, args)
     loader_args = argparse.Namespace(batch_size=8, num_workers=2, elpv_max_train=None)
     datamodule = grid.make_datamodule(dataset, category, root, loader_args, seed=0)
     datamodule.setup()
-    # INT8 calibration on half of the training images: no test image is seen before scoring
+    # INT8 calibration on training images only: no test image is seen before scoring
     calibration = grid.make_datamodule(
-        dataset, category, root, loader_args, seed=0, val_split_mode="from_train", val_split_ratio=0.5
+        dataset,
+        category,
+        root,
+        loader_args,
+        seed=0,
+        val_split_mode="from_train",
+        val_split_ratio=args.calibration_ratio,
     )
     rows = []
     for item in args.ckpt:
@@ -123,6 +135,7 @@ def main() -> None:
             reference = None
             for label, predict in variants.items():
                 row = {"model": name, "checkpoint": path, "category": category, "variant": label}
+                row["int8_calibration_share"] = args.calibration_ratio
                 row |= evaluate(predict, datamodule) | {"hardware": hardware()}
                 reference = reference or row  # torch FP32, the first variant
                 for metric in ("image_AUROC", "pixel_AUROC"):
@@ -136,8 +149,12 @@ def save_merged(rows: list[dict], out: Path, stem: str) -> None:
     """Save ``rows`` with the rows of other checkpoints from earlier runs (one checkpoint per run suits a busy CPU)."""
     saved = out / f"{stem}.json"
     earlier = json.loads(saved.read_text()) if saved.is_file() else []
-    done = {row["checkpoint"] for row in rows}
-    save_rows([row for row in earlier if row["checkpoint"] not in done] + rows, out, stem)
+
+    def key(row: dict) -> tuple:
+        return row["checkpoint"], row.get("int8_calibration_share", 0.5)
+
+    done = {key(row) for row in rows}
+    save_rows([row for row in earlier if key(row) not in done] + rows, out, stem)
 
 
 if __name__ == "__main__":

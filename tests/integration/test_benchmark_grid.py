@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import grid
+from benchmarks.__main__ import TASKS
 
 REPO = Path(__file__).parents[2]
 
@@ -110,3 +111,11 @@ def test_read_curve_takes_the_distillation_stage_and_the_gate(tmp_path: Path) ->
         "gate_recall": 0.6,
     }
     assert grid.read_curve(tmp_path / "absent.csv") is None
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_imports_and_answers_help(task: str) -> None:
+    """Each task of ``python -m benchmarks`` imports (no stale import after a refactor) and prints its options."""
+    result = run_benchmark(task, "--help")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "usage:" in result.stdout
