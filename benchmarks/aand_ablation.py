@@ -26,11 +26,12 @@ from pathlib import Path
 
 import torch
 from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
+from lightning.pytorch.loggers import CSVLogger
+
 from benchmarks import grid
 from benchmarks.common import LITE0_TEACHER, EpochTimer, hardware, inference_ms, last_logged
 from benchmarks.tables import save_rows
-from lightning.pytorch import seed_everything
-from lightning.pytorch.loggers import CSVLogger
 
 # Variant -> the grid's model of the same name (same teacher and switches, built by ``grid.make_model``).
 VARIANTS = {"aand": "AAND", "raa_off": "AAND_raa_off", "plain_rd": "RD"}
@@ -130,7 +131,8 @@ def main() -> None:
         print(json.dumps(rows[-1], indent=1), flush=True)
         save_rows(rows, out, stem)
     print(
-        f"\n{'variant':10} {'image_AUROC':>11} {'pixel_AUROC':>11} {'pixel_AUPRO':>11} {'s1 s':>7} {'s2 s':>7} {'ms/img':>7}"
+        f"\n{'variant':10} {'image_AUROC':>11} {'pixel_AUROC':>11} {'pixel_AUPRO':>11} "
+        f"{'s1 s':>7} {'s2 s':>7} {'ms/img':>7}",
     )
     for row in rows:
         print(

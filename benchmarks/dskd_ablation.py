@@ -17,8 +17,8 @@ Datasets: ``bottle`` (``MVTecAD`` layout under ``--mvtec-root``) and ``battery_w
 Prints and saves (CSV + JSON under ``--out``, one row per finished variant; a rerun skips the variants already
 saved) image AUROC, pixel AUROC, AUPRO, training seconds (training epochs only, validation excluded) and
 torch-eager inference ms/image (batch 1, 256 px; ``--latency-only`` measures it alone, on an idle machine). Training
-runs the fixed number of epochs and validates once, after the last one (validation only sets the thresholds). Example (the DSKD numbers in docs/results.md came from these commands, run from the
-repository root):
+runs the fixed number of epochs and validates once, after the last one (validation only sets the thresholds).
+Example (the DSKD numbers in docs/results.md came from these commands, run from the repository root):
 
     python -m benchmarks dskd-ablation --dataset battery_weld --epochs 20 --seed 42
     python -m benchmarks dskd-ablation --dataset bottle --epochs 10 --seed 42
@@ -32,11 +32,12 @@ from pathlib import Path
 
 import torch
 from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
+from lightning.pytorch.loggers import CSVLogger
+
 from benchmarks import grid
 from benchmarks.common import LITE0_TEACHER, EpochTimer, hardware, inference_ms
 from benchmarks.tables import save_rows
-from lightning.pytorch import seed_everything
-from lightning.pytorch.loggers import CSVLogger
 
 # Variant -> the grid's model of the same name (same teacher and switches, built by ``grid.make_model``).
 VARIANTS = {

@@ -20,6 +20,7 @@ Dataset arguments are those of grid.py and must match the grid run, e.g. (from t
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from anomalib.data.transforms.utils import extract_transforms_by_type
@@ -29,11 +30,14 @@ from torchvision.transforms.v2 import Compose, Resize
 from benchmarks import grid
 from benchmarks.tables import write_csv
 
+if TYPE_CHECKING:
+    from anomalib.data import AnomalibDataModule
+
 BRANCHES = ("fused", "Se only", "Sd only")
 
 
 @torch.no_grad()
-def branch_scores(checkpoint: Path, datamodule) -> dict[str, float | None]:
+def branch_scores(checkpoint: Path, datamodule: "AnomalibDataModule") -> dict[str, float | None]:
     """Image (and, with masks, pixel) AUROC of the fused, Se and Sd maps of one trained DSKD."""
     from anomalib_kd_ext.models import DSKD
     from anomalib_kd_ext.models.components.anomaly_map import anomaly_score
@@ -98,12 +102,12 @@ def main() -> None:
             print(
                 ", ".join(
                     f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}" for key, value in row.items()
-                )
+                ),
             )
             rows.append(row)
     if not rows:
         sys.exit(
-            "no DSKD checkpoint found: run `python -m benchmarks grid --models DSKD` and the same --work-dir first"
+            "no DSKD checkpoint found: run `python -m benchmarks grid --models DSKD` and the same --work-dir first",
         )
     write_csv(rows, out / "dskd_branches.csv")
     columns = [key for key in rows[0] if key not in {"dataset", "seed"}]

@@ -49,8 +49,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.tables import write_csv
+
+if TYPE_CHECKING:
+    from anomalib.data import AnomalibDataModule
+    from anomalib.models import AnomalibModule
 
 PAPER_TEACHERS = {  # per model family, the backbone of its paper
     "Stfpm": {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]},
@@ -130,7 +135,7 @@ def make_datamodule(
     args: argparse.Namespace,
     seed: int,
     **overrides: object,
-):
+) -> "AnomalibDataModule":
     """The anomalib datamodule of one dataset; validation on the test split (it only sets thresholds).
 
     ``overrides`` replace the shared datamodule arguments (e.g. ``val_split_mode="from_train"``).
@@ -166,7 +171,7 @@ def make_datamodule(
     )
 
 
-def make_model(name: str, args: argparse.Namespace, work_dir: Path):
+def make_model(name: str, args: argparse.Namespace, work_dir: Path) -> "AnomalibModule":
     """One model of the grid with the chosen teacher and image size."""
     from anomalib.models import ReverseDistillation, Stfpm
 
@@ -210,9 +215,8 @@ def run_cell(cell: dict, args: argparse.Namespace) -> dict:
     from lightning.pytorch import seed_everything
     from lightning.pytorch.loggers import CSVLogger
 
-    from benchmarks.common import EpochTimer, hardware, inference_ms
-
     from anomalib_kd_ext.data import ImageCache
+    from benchmarks.common import EpochTimer, hardware, inference_ms
 
     dataset, category, root = parse_dataset(cell["dataset_spec"], args)
     work_dir = Path(args.work_dir) / f"{cell['model']}_{dataset}_{category}_seed{cell['seed']}"
@@ -315,7 +319,7 @@ def curve_lines(groups: dict[tuple[str, str], list[dict]], out: Path) -> list[st
         first, last = (
             mean_std([curve[key] for curve in curves]) for key in ("amplification_first", "amplification_last")
         )
-        cells.append("–" if first == "–" else f"{first} → {last}")
+        cells.append("–" if first == "–" else f"{first} → {last}")  # noqa: RUF001  # en dash: mean_std's empty cell
         lines.append(f"| {dataset} | {model} | {len(curves)} | " + " | ".join(cells) + " |")
     return lines if len(lines) > 5 else []
 
@@ -336,10 +340,10 @@ def read_rows(csv_path: Path) -> list[dict]:
 
 
 def mean_std(values: list[float], digits: int = 3) -> str:
-    """``mean ± std`` (sample std over seeds), or the single value, or ``–`` when there is none."""
+    """``mean ± std`` (sample std over seeds), or the single value, or ``–`` when there is none."""  # noqa: RUF002  # the en dash it returns
     values = [value for value in values if value is not None and not math.isnan(value)]
     if not values:
-        return "–"
+        return "–"  # noqa: RUF001  # en dash: the empty cell of the markdown tables
     mean = sum(values) / len(values)
     if len(values) == 1:
         return f"{mean:.{digits}f}"
@@ -358,7 +362,8 @@ def summarise(rows: list[dict], out: Path) -> str:
     header = (
         f"Teacher {first['teacher']}, {first['image_size']} px, batch {first['batch_size']}, "
         f"{'per-row' if several_budgets else first['epochs']} epochs "
-        f"(AAND: per stage), hardware {first['hardware']}. Mean ± std over seeds {sorted({row['seed'] for row in rows})}."
+        f"(AAND: per stage), hardware {first['hardware']}. "
+        f"Mean ± std over seeds {sorted({row['seed'] for row in rows})}."
     )
     lines = [
         header,
@@ -412,7 +417,7 @@ def target_lines(rows: list[dict]) -> list[str]:
             pairs = [(by_cell[(model, *c)][metric], by_cell[(other, *c)][metric]) for c in cells]
             pairs = [pair for pair in pairs if None not in pair]
             means = [sum(pair[i] for pair in pairs) / len(pairs) for i in (0, 1)] if pairs else []
-            values += [f"{mean:.3f}" for mean in means] if pairs else ["–", "–"]
+            values += [f"{mean:.3f}" for mean in means] if pairs else ["–", "–"]  # noqa: RUF001  # en dash: empty cell
         lines.append(f"| {model} | {other} | {len(cells)} | " + " | ".join(values) + " |")
     return lines if len(lines) > 4 else []
 
@@ -497,7 +502,7 @@ def run_grid(args: argparse.Namespace) -> None:
                 progress.advance(task)
                 continue
             progress.update(task, description=label)
-            row = run_child(cell, args, out)
+            row = run_child(cell, out)
             if row is None:
                 failed.append(label)
                 progress.console.print(f"[red]{label}: failed, see {out / 'logs'}[/red]")
@@ -515,7 +520,7 @@ def run_grid(args: argparse.Namespace) -> None:
         sys.exit(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
 
 
-def run_child(cell: dict, args: argparse.Namespace, out: Path) -> dict | None:
+def run_child(cell: dict, out: Path) -> dict | None:
     """Run one cell in a child process (its log under ``out/logs``); its row, or ``None`` when it failed."""
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -535,7 +540,7 @@ def run_child(cell: dict, args: argparse.Namespace, out: Path) -> dict | None:
         str(result),
     ]
     with (logs / f"{name}.log").open("w") as log:
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())  # noqa: S603  # this interpreter re-running this module
     if code != 0 or not result.is_file():
         return None
     return json.loads(result.read_text())
@@ -559,7 +564,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
-        "--num-workers", type=int, default=0, help="dataloader workers (0: the cache serves the images)"
+        "--num-workers",
+        type=int,
+        default=0,
+        help="dataloader workers (0: the cache serves the images)",
     )
     parser.add_argument(
         "--image-cache",
@@ -577,11 +585,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     parser.add_argument("--cell-result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for spec in args.datasets:
-        try:
+    try:
+        for spec in args.datasets:
             parse_dataset(spec, args)
-        except ValueError as error:
-            parser.error(str(error))
+    except ValueError as error:
+        parser.error(str(error))
     if args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
     return args
@@ -594,7 +602,7 @@ def main() -> None:
         run_grid(args)
         return
     row = run_cell(json.loads(args.cell), args)  # an exception prints its traceback into the cell's log
-    Path(args.cell_result).write_text(json.dumps(row))
+    Path(args.cell_result).write_text(json.dumps(row), encoding="utf-8")
 
 
 if __name__ == "__main__":

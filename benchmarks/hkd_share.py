@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Where AAND's HKD loss sits: its hard (top-k positions) term against RD4AD's global term, per level.
+r"""Where AAND's HKD loss sits: its hard (top-k positions) term against RD4AD's global term, per level.
 
 For a trained AAND checkpoint and the training images of its dataset, recompute stage 2's loss exactly as training
 logs it (student in training mode, ``d(p) = 1 - cos(F_adv(p), S(p))``) and report per teacher level: the hard term
@@ -10,7 +10,8 @@ share of the level's loss, the mean ``d`` over all positions, the share of posit
 features end in a linear layer, as EfficientNet-Lite0's blocks do) and the share of all positions' ``d`` that the
 ``k_hard`` positions hold. Nothing is trained.
 
-    python -m benchmarks hkd-share --ckpt results/grid/AAND_mvtec_bottle_seed0/AAND/MVTecAD/bottle/v0/weights/lightning/model.ckpt \\
+    python -m benchmarks hkd-share \
+        --ckpt results/grid/AAND_mvtec_bottle_seed0/AAND/MVTecAD/bottle/v0/weights/lightning/model.ckpt \
         --dataset mvtec:bottle --out benchmarks/results/hkd_share
 """
 
@@ -105,7 +106,7 @@ def main() -> None:
     shown = [c for c in columns if c != "checkpoint"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for row in rows:
-        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "–")) for c in shown]
+        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "–")) for c in shown]  # noqa: RUF001  # en dash: empty cell
         lines.append("| " + " | ".join(cells) + " |")
     (args.out / "hkd_share.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -16,7 +16,8 @@ Prints and saves image AUROC, pixel AUROC and the drift of each export from torc
 ``benchmarks/results/int8_accuracy_<category>.csv`` (rows of other checkpoints from earlier runs are kept).
 Examples (run from the repository root; checkpoints from the ablation benchmarks and the 30-epoch grid's work dir):
 
-    python -m benchmarks int8-accuracy --ckpt DSKD=results/dskd_ablation/dskd_bottle_seed42/DSKD/MVTecAD/bottle/v0/weights/lightning/model.ckpt
+    python -m benchmarks int8-accuracy \
+        --ckpt DSKD=results/dskd_ablation/dskd_bottle_seed42/DSKD/MVTecAD/bottle/v0/weights/lightning/model.ckpt
     python -m benchmarks int8-accuracy --dataset battery_weld \
         --ckpt AAND=results/grid/AAND_folder_battery_weld_seed1/AAND/battery_weld/v0/weights/lightning/model.ckpt
 """
@@ -30,18 +31,18 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import torch
-import torch.nn.functional as F
-from benchmarks import grid
 from anomalib.data import AnomalibDataModule
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
 from anomalib.metrics import AUROC
 from anomalib.models import Stfpm
-from benchmarks.common import hardware
-from benchmarks.tables import save_rows
+from torch.nn import functional
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.models.components import kd_evaluator
+from benchmarks import grid
+from benchmarks.common import hardware
+from benchmarks.tables import save_rows
 
 CLASSES = {"AAND": AAND, "RD": AAND, "DSKD": DSKD, "Stfpm": Stfpm}
 
@@ -53,7 +54,11 @@ def evaluate(predict: Callable[[torch.Tensor], dict], datamodule: AnomalibDataMo
     for batch in datamodule.test_dataloader():
         outputs = predict(batch.image)
         anomaly_map = outputs["anomaly_map"].reshape(len(batch.image), *outputs["anomaly_map"].shape[-2:])
-        gt_mask = F.interpolate(batch.gt_mask[:, None].float(), size=anomaly_map.shape[-2:], mode="nearest")[:, 0]
+        gt_mask = functional.interpolate(
+            batch.gt_mask[:, None].float(),
+            size=anomaly_map.shape[-2:],
+            mode="nearest",
+        )[:, 0]
         scored = batch.update(
             pred_score=outputs["pred_score"].reshape(-1),
             anomaly_map=anomaly_map,

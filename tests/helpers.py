@@ -90,7 +90,7 @@ def fit_on_cpu(
 
 def run_offline(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """Run ``command`` in ``cwd`` with the hub offline and ``env`` added; output captured, no exception on failure."""
-    return subprocess.run(
+    return subprocess.run(  # noqa: S603  # commands built by the tests themselves
         command,
         cwd=cwd,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
@@ -113,7 +113,10 @@ needs_tmpfs = pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a 
 
 
 def on_small_disk(
-    mount_point: Path, size: str, command: list[str], read_only: bool = False
+    mount_point: Path,
+    size: str,
+    command: list[str],
+    read_only: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run ``command`` with a fresh tmpfs of ``size`` mounted at ``mount_point`` (optionally remounted read-only)."""
     mount_point.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ anomalib resolves ``--model NAME`` among the subclasses of ``AnomalibModule`` th
 imported, and it has no entry-point group for plugins. The wheel therefore ships a ``.pth`` file
 whose single line calls :func:`install`. That puts a finder on ``sys.meta_path`` which does nothing
 until ``anomalib.models`` is imported; right after that module has executed, it imports
-``anomalib_kd_ext.models`` and ``anomalib_kd_ext.data`` so that ``AAND``, ``DSKD`` and ``ELPV`` are registered. Interpreters that never import anomalib
-pay only for importing this module.
+``anomalib_kd_ext.models`` and ``anomalib_kd_ext.data`` so that ``AAND``, ``DSKD`` and ``ELPV`` are registered.
+Interpreters that never import anomalib pay only for importing this module.
 
 A broken plugin must never break anomalib: any error while importing the plugin is turned into a
 warning. Set ``ANOMALIB_KD_EXT_AUTOLOAD=0`` to switch the hook off.
@@ -61,7 +61,7 @@ class _ImportPluginAfterLoader(importlib.abc.Loader):
 class _AnomalibModelsFinder(importlib.abc.MetaPathFinder):
     """Finds nothing itself; wraps the loader of ``anomalib.models`` once."""
 
-    def find_spec(
+    def find_spec(  # noqa: PLR6301  # a MetaPathFinder method, looked up on the instance in sys.meta_path
         self,
         fullname: str,
         path: Sequence[str] | None,

@@ -31,10 +31,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from openvino import InferRequest
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 PERFORMANCE_MODES = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -91,7 +94,11 @@ class OpenVINOScorer:
     """
 
     def __init__(
-        self, model_path: str | Path, device: str = "CPU", precision: str = "f32", mode: str = "latency"
+        self,
+        model_path: str | Path,
+        device: str = "CPU",
+        precision: str = "f32",
+        mode: str = "latency",
     ) -> None:
         import openvino as ov
 
@@ -103,7 +110,8 @@ class OpenVINOScorer:
         if not model_path.is_file():
             msg = (
                 f"Model file '{model_path}' does not exist. Export one with "
-                "`anomalib export --model <MODEL> --export_type openvino --ckpt_path <model.ckpt>` and pass its model.xml."
+                "`anomalib export --model <MODEL> --export_type openvino --ckpt_path <model.ckpt>` "
+                "and pass its model.xml."
             )
             raise DeployError(msg)
         if model_path.suffix == ".xml" and not model_path.with_suffix(".bin").is_file():
@@ -156,7 +164,13 @@ class OpenVINOScorer:
             for request, _, _ in in_flight:  # reading an image failed, or the caller stopped early
                 request.wait()
 
-    def _collect(self, request: Any, key: Any, image: np.ndarray, names: list[str]) -> tuple[Any, np.ndarray, dict]:
+    def _collect(
+        self,
+        request: "InferRequest",
+        key: object,
+        image: np.ndarray,
+        names: list[str],
+    ) -> tuple[Any, np.ndarray, dict]:
         request.wait()
         outputs = {name: request.get_tensor(name).data.copy() for name in names}
         return key, image, self._finish(outputs, image)
@@ -241,7 +255,7 @@ def score_folder(
                 Image.fromarray(overlay(image, prediction["anomaly_map"])).save(target)
         if not rows:
             msg = f"No image under '{images}' could be read."
-            raise DeployError(msg)
+            raise DeployError(msg)  # noqa: TRY301  # the except below only removes the staging folder and re-raises
         with (staging / "scores.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -290,7 +304,7 @@ def _read_all(paths: list[Path], skip_unreadable: bool, skipped: list[dict]) -> 
     for path in paths:
         try:
             yield path, read_image(path)
-        except DeployError as error:
+        except DeployError as error:  # noqa: PERF203  # per image: an unreadable one is skipped, the rest still read
             if not skip_unreadable:
                 raise
             skipped.append({"image": str(path), "error": str(error)})
@@ -314,7 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency (one image at a time)",
     )
     parser.add_argument(
-        "--precision", choices=["f32", "bf16", "f16"], default="f32", help="OpenVINO inference precision hint"
+        "--precision",
+        choices=["f32", "bf16", "f16"],
+        default="f32",
+        help="OpenVINO inference precision hint",
     )
     parser.add_argument("--progress", action="store_true", help="print progress (default: when stderr is a terminal)")
     args = parser.parse_args(argv)
@@ -346,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     speed = json.loads((Path(args.output) / "scores.json").read_text())["images_per_second"]
     print(
         f"Scored {len(rows)} images ({anomalous} anomalous, {speed} images/s, {args.mode} mode); "
-        f"results in {Path(args.output).resolve()}"
+        f"results in {Path(args.output).resolve()}",
     )
     return 0
 

@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     count = sum(1 for _ in images.rglob("*.png")) if images.is_dir() else 0
     print(
         f"\n{args.model} on ELPV mono solar cells ({len(datamodule.train_data)} normal training cells, "
-        f"{len(datamodule.test_data)} test cells, {args.epochs} epoch(s){' per stage' if args.model == 'AAND' else ''}):"
+        f"{len(datamodule.test_data)} test cells, "
+        f"{args.epochs} epoch(s){' per stage' if args.model == 'AAND' else ''}):",
     )
     for name, value in metrics.items():
         print(f"  {name}: {value:.4f}")
@@ -122,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 def overview(model: "AnomalibModule", datamodule: "ELPV", path: Path, per_row: int = 4) -> None:
     """Save the ``per_row`` highest- and lowest-scoring test cells with their heat maps and ground-truth labels."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend to switch
     import torch
+    from matplotlib.figure import Figure  # no pyplot: no global backend to switch
 
     scored = []
     model.eval()
@@ -133,7 +134,11 @@ def overview(model: "AnomalibModule", datamodule: "ELPV", path: Path, per_row: i
             scored += [
                 (float(score), bool(label), image, anomaly_map)
                 for score, label, image, anomaly_map in zip(
-                    output.pred_score.reshape(-1), batch.gt_label, batch.image, output.anomaly_map, strict=True
+                    output.pred_score.reshape(-1),
+                    batch.gt_label,
+                    batch.image,
+                    output.anomaly_map,
+                    strict=True,
                 )
             ]
     scored.sort(key=lambda item: item[0], reverse=True)

@@ -22,8 +22,8 @@ twice gives the same tree.
 import argparse
 import ast
 import datetime
-import re
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -167,7 +167,7 @@ def register_image(path: Path) -> None:
     text = path.read_text()
     lines = text.splitlines(keepends=True)
     imports = [index for index, line in enumerate(lines) if line.startswith("from .")]
-    block = {line for line in lines[imports[0] : imports[-1] + 1]}
+    block = set(lines[imports[0] : imports[-1] + 1])
     block |= {f"from .{name.lower()} import {name}\n" for name in MODELS}
     ordered = sorted(block, key=lambda line: line.split()[1].lower())
     lines[imports[0] : imports[-1] + 1] = ordered
@@ -205,7 +205,8 @@ def conftest(tests_dir: Path, year: int) -> str:
         if isinstance(node, ast.FunctionDef) and node.name in {"_object_image", "make_mvtec_like"}
     ]
     return (
-        f'{header(year)}\n"""Fixtures of the AAND and DSKD tests: a generated MVTec AD-layout dataset, offline weights."""\n\n'
+        f"{header(year)}\n"
+        '"""Fixtures of the AAND and DSKD tests: a generated MVTec AD-layout dataset, offline weights."""\n\n'
         "from pathlib import Path\n\n"
         "import numpy as np\nimport pytest\nfrom PIL import Image\n\n\n" + "\n\n\n".join(functions) + "\n\n\n"
         "@pytest.fixture(scope='session')\n"
@@ -222,7 +223,7 @@ def conftest(tests_dir: Path, year: int) -> str:
 
 
 def docs_page(name: str) -> str:
-    """anomalib's model reference page (``automodule`` sections) for ``name``."""
+    """Anomalib's model reference page (``automodule`` sections) for ``name``."""
     package = f"anomalib.models.image.{name.lower()}"
     sections = [
         f"```{{eval-rst}}\n.. automodule:: {package}.{module}\n   :members:\n   :show-inheritance:\n```\n"

@@ -32,12 +32,14 @@ class LossLog(Callback):
         self.losses: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Keep the ``train_`` metrics of this epoch."""
         del pl_module
         metrics = trainer.callback_metrics
         self.losses.append({k: float(v) for k, v in metrics.items() if k.startswith("train_")})
 
 
 def main() -> None:
+    """Fit AAND or DSKD on ``devices`` CPU processes and write the losses and each rank's weights to ``out``."""
     name, devices, root, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
     warnings.filterwarnings("ignore")
     seed_everything(3, workers=True)

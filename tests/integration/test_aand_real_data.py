@@ -21,6 +21,7 @@ pytestmark = [
 
 
 def test_one_epoch_per_stage_learns_bottle(lite0_weights: str, tmp_path: Path) -> None:
+    """AAND with Lite0, one epoch per stage on MVTec bottle, reaches image and pixel AUROC > 0.8."""
     # After 1 + 1 epochs (seed 42) the run measured 0.90 image / 0.89 pixel AUROC on this CPU;
     # 0.8 leaves room for platform noise while still failing on a broken model (~0.5).
     seed_everything(42)

@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from anomalib.data import Folder, MVTecAD
-from helpers import RESNET18, fit_on_cpu, run_offline
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
-from anomalib_kd_ext.runtime import DatasetProblemsError, check_image_files, check_mask_folders
-from anomalib_kd_ext.runtime import show_uncaught_briefly
+from anomalib_kd_ext.runtime import DatasetProblemsError, check_image_files, check_mask_folders, show_uncaught_briefly
+from helpers import RESNET18, fit_on_cpu, run_offline
 
 
 class Listing:
@@ -71,6 +70,7 @@ def test_grayscale_rgba_and_palette_images_train(tmp_path: Path) -> None:
 
 
 def test_single_training_image_trains(tmp_path: Path) -> None:
+    """AAND trains both stages on a dataset of a single training image."""
     datamodule = _folder(tmp_path / "data", [np.random.default_rng(2).integers(0, 255, (64, 64, 3), np.uint8)])
     model = AAND(
         **RESNET18,
@@ -83,17 +83,20 @@ def test_single_training_image_trains(tmp_path: Path) -> None:
 
 
 def test_sixteen_bit_image_stops_training_with_the_file(tmp_path: Path) -> None:
+    """A 16-bit training image stops training with an error naming the file and the fix."""
     rng = np.random.default_rng(3)
     datamodule = _folder(tmp_path / "data", [rng.integers(0, 255, (64, 64, 3), np.uint8)] * 2)
     _save(tmp_path / "data/train/good/deep.png", rng.integers(0, 65535, (64, 64), np.uint16))
     with pytest.raises(
-        ValueError, match=r"more than 8 bits per pixel .*: .*deep\.png\. Fix: convert the dataset to 8-bit"
+        ValueError,
+        match=r"more than 8 bits per pixel .*: .*deep\.png\. Fix: convert the dataset to 8-bit",
     ):
         fit_on_cpu(_dskd(), datamodule, tmp_path)
 
 
 @pytest.mark.parametrize("problem", ["empty", "corrupt", "missing", "mask_size", "truncated"])
 def test_unreadable_files_are_named(problem: str, tmp_path: Path) -> None:
+    """Each kind of unreadable file (empty, corrupt, missing, truncated, bad mask size) is named with its fix."""
     good = _save(tmp_path / "good.png", np.zeros((32, 32, 3), np.uint8))
     bad = tmp_path / f"{problem}.png"
     masks = None
@@ -175,7 +178,7 @@ def test_stock_cli_prints_the_short_message_without_frames(tmp_path: Path) -> No
 def test_brief_hook_passes_other_exceptions_on(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """Only dataset errors are shortened; any other uncaught exception reaches the previous hook unchanged."""
     seen = []
-    monkeypatch.setattr(sys, "excepthook", lambda kind, value, traceback: seen.append(value))
+    monkeypatch.setattr(sys, "excepthook", lambda _kind, value, _traceback: seen.append(value))
     show_uncaught_briefly()
     show_uncaught_briefly()  # wraps once
     other = RuntimeError("other")
@@ -209,7 +212,8 @@ def test_stray_mask_in_a_folder_dataset_is_named_before_anomalib_misreads_it(tmp
     """A mask without an image: our message names it, where anomalib's set-up would fail with a NumPy length error."""
     datamodule = _masked_folder(tmp_path, ["0.png", "1.png", "2.png"])
     with pytest.raises(
-        DatasetProblemsError, match=r"1 mask without an anomalous image .*: .*mask/2\.png\. Fix: delete"
+        DatasetProblemsError,
+        match=r"1 mask without an anomalous image .*: .*mask/2\.png\. Fix: delete",
     ):
         check_mask_folders(datamodule, report_dir=tmp_path / "run")
     assert (tmp_path / "run/dataset_problems.txt").read_text() == f"mask_without_image\t{tmp_path / 'mask/2.png'}\n"
@@ -218,7 +222,7 @@ def test_stray_mask_in_a_folder_dataset_is_named_before_anomalib_misreads_it(tmp
 
 
 def test_mvtec_layout_names_stray_and_missing_masks_in_every_defect(tmp_path: Path) -> None:
-    """MVTec layout: a missing ``_mask`` in one defect and a stray one in another are both named; the longest name wins."""
+    """MVTec layout: a missing ``_mask`` in one defect and a stray one in another are both named; longest name wins."""
     base = tmp_path / "cat"
     for defect, images, masks in [("crack", ["1", "10"], ["10_mask"]), ("hole", ["000"], ["000_mask", "001_mask"])]:
         for name in images:
@@ -250,6 +254,7 @@ def test_fit_stops_on_a_stray_mask_with_the_short_message(tmp_path: Path) -> Non
 
 
 def test_readable_listing_passes(tmp_path: Path) -> None:
+    """Readable grey, RGB and RGBA images pass the check, and so does no listing at all."""
     images = [_save(tmp_path / f"{i}.png", np.zeros((8, 8, c), np.uint8).squeeze()) for i, c in enumerate((1, 3, 4))]
     check_image_files(Listing(images))
     check_image_files(None)  # no datamodule attached: nothing to check
@@ -257,9 +262,11 @@ def test_readable_listing_passes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("model_class", [AAND, DSKD])
 def test_test_set_without_anomalies_is_refused(model_class: type, tmp_path: Path) -> None:
+    """Training works without anomalous test images; testing is refused with the fix."""
     # An MVTec category with an empty test folder: anomalib moves training images into the test set and would
     # report AUROC 0.0. Training still works (a model for predict); testing stops with the fix.
     from anomalib.data import MVTecAD
+
     from helpers import make_mvtec_like
 
     root = make_mvtec_like(tmp_path / "data", n_good=0, n_defect=0)

@@ -1,7 +1,10 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Smoke test of the benchmark CLI (``python -m benchmarks grid``): one cell on the generated tiny dataset, then resume."""
+"""Smoke test of the benchmark CLI (``python -m benchmarks grid``).
+
+One cell on the generated tiny dataset, then resume.
+"""
 
 import csv
 import subprocess
@@ -17,11 +20,13 @@ REPO = Path(__file__).parents[2]
 
 
 def run_benchmark(task: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m benchmarks <task>`` from the repository root; output captured, no exception on failure."""
     command = [sys.executable, "-m", "benchmarks", task, *args]
-    return subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)
+    return subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)  # noqa: S603  # this interpreter, this repo's benchmarks
 
 
 def run_grid(*args: str) -> subprocess.CompletedProcess:
+    """Run the ``grid`` task with ``args``."""
     return run_benchmark("grid", *args)
 
 
@@ -84,9 +89,10 @@ def test_grid_rejects_unknown_dataset(tmp_path: Path) -> None:
 
 
 def test_mean_std() -> None:
+    """``mean_std`` gives mean ± sample std, a single value alone, and an en dash when there is no value."""
     assert grid.mean_std([0.9, 1.0]) == "0.950 ± 0.071"
     assert grid.mean_std([0.5]) == "0.500"
-    assert grid.mean_std([None, float("nan")]) == "–"
+    assert grid.mean_std([None, float("nan")]) == "–"  # noqa: RUF001  # the en dash mean_std writes for no value
 
 
 def test_read_curve_takes_the_distillation_stage_and_the_gate(tmp_path: Path) -> None:
@@ -98,7 +104,7 @@ def test_read_curve_takes_the_distillation_stage_and_the_gate(tmp_path: Path) ->
         "1,0.2,0.5,0.6,,0.05\n"
         "2,,,,4.0,4.0\n"
         "3,,,,3.0,3.0\n"
-        "4,,,,,\n"
+        "4,,,,,\n",
     )
     curve = grid.read_curve(path)
     assert curve == {

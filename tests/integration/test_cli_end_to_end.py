@@ -26,7 +26,7 @@ SCORE_TOLERANCE = 1e-4
 def run_anomalib(*args: str, cwd: Path) -> str:
     """Run the `anomalib` command offline; fail with its output if it fails."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603  # the anomalib command next to this interpreter, with the test's arguments
         [ANOMALIB, *args],
         cwd=cwd,
         env=env,
@@ -106,6 +106,7 @@ def trained(
 
 
 def test_train_reports_metrics(trained: dict) -> None:
+    """`anomalib train` runs 2 epochs, reports test metrics; the checkpoint holds the last epoch (AAND: stage 2)."""
     assert "max_epochs=2" in trained["output"]
     for metric in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
         assert metric in trained["output"]
@@ -144,6 +145,7 @@ def test_train_is_quiet(trained: dict) -> None:
 
 
 def test_test_from_checkpoint(trained: dict) -> None:
+    """`anomalib test --ckpt_path` on the trained checkpoint reports image AUROC."""
     output = run_anomalib(
         "test",
         *trained["model_args"],
@@ -212,6 +214,7 @@ def exported(trained: dict) -> Path:
 
 
 def test_openvino_export_matches_torch(trained: dict, exported: Path, tiny_dataset: Path) -> None:
+    """The OpenVINO export gives the checkpoint's maps and scores, and its decisions away from the threshold."""
     import openvino as ov
 
     compiled = ov.Core().compile_model(str(exported), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -239,7 +242,7 @@ def test_deploy_command_scores_test_folder(trained: dict, exported: Path, tiny_d
 
     output = trained["work"] / "deploy"
     test_dir = tiny_dataset / "tiny" / "test"
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603  # this interpreter running the plugin's own deploy module
         [sys.executable, "-m", "anomalib_kd_ext.deploy", str(exported), str(test_dir), "--output", str(output)],
         capture_output=True,
         text=True,

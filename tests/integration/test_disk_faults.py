@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 from anomalib.engine.plugins import AnomalibCheckpointIO
-from helpers import needs_tmpfs, on_small_disk
 from lightning.pytorch import Trainer
 from PIL import Image
 
 from anomalib_kd_ext.runtime import AtomicCheckpointIO, AtomicCheckpoints, CheckpointWriteError
+from helpers import needs_tmpfs, on_small_disk
 
 
 def _folder_data(root: Path) -> list[str]:
@@ -109,7 +109,8 @@ def test_read_only_run_folder_stops_before_anything_is_written(tmp_path: Path) -
 
 
 def test_injected_failure_mid_save_keeps_the_previous_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Runs everywhere: a save that fails after its bytes are written leaves the old file and no temporary file."""
     path = tmp_path / "model.ckpt"
@@ -147,7 +148,7 @@ def test_saved_checkpoint_loads_with_anomalib_safe_globals(tmp_path: Path) -> No
 
 
 def test_callback_replaces_only_the_default_checkpoint_io() -> None:
-    """anomalib's default IO is swapped (safe globals kept); a user's own checkpoint IO is left in place."""
+    """Anomalib's default IO is swapped (safe globals kept); a user's own checkpoint IO is left in place."""
     trainer = Trainer(plugins=[AnomalibCheckpointIO(extra_safe_globals=[int])], logger=False, accelerator="cpu")
     AtomicCheckpoints().setup(trainer, None, "fit")
     assert type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO

@@ -24,7 +24,7 @@ PER_PROCESS = ("running_mean", "running_var", "num_batches_tracked")
 def _fit(name: str, devices: int, dataset: Path, out: Path) -> dict:
     out.mkdir(parents=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603  # this interpreter running the test's own ddp_fit.py
         [sys.executable, str(SCRIPT), name, str(devices), str(dataset), str(out)],
         capture_output=True,
         text=True,
@@ -43,6 +43,7 @@ def _fit(name: str, devices: int, dataset: Path, out: Path) -> dict:
     [("AAND", "train_hkd_loss"), pytest.param("DSKD", "train_loss_epoch", marks=pytest.mark.slow)],
 )
 def test_ddp_two_processes_match_one(name: str, loss: str, tiny_dataset: Path, tmp_path: Path) -> None:
+    """DDP on two CPU processes: both ranks end with the same weights and the last loss of one process."""
     two = _fit(name, 2, tiny_dataset, tmp_path / "ddp")
     one = _fit(name, 1, tiny_dataset, tmp_path / "single")
 

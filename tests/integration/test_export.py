@@ -18,11 +18,11 @@ import torch
 from anomalib.data import MVTecAD
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
-from helpers import RESNET18, needs_tmpfs, on_small_disk
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.runtime import anomaly_map_tail
+from helpers import RESNET18, needs_tmpfs, on_small_disk
 
 # FP32 export against torch eager, after post-processing (values in [0, 1]).
 FP32_TOLERANCE = 1e-4
@@ -56,6 +56,7 @@ def _engine(root: Path, max_epochs: int | None = None) -> Engine:
 
 @pytest.fixture(scope="module", params=["AAND", "DSKD"])
 def trained(request: pytest.FixtureRequest, tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The model (AAND or DSKD) fitted for 2 epochs on the tiny dataset, its engine and its work folder."""
     torch.manual_seed(0)
     work = tmp_path_factory.mktemp(f"export_{request.param.lower()}")
     model = _make(request.param)
@@ -94,6 +95,7 @@ def _openvino_outputs(path: Path, images: np.ndarray) -> dict:
 
 
 def test_fp32_onnx_and_openvino_match_torch(trained: dict, tiny_dataset: Path) -> None:
+    """FP32 ONNX and OpenVINO exports give torch's maps and scores at every tested input size."""
     import onnxruntime as ort
 
     engine, model, work = trained["engine"], trained["model"], trained["work"]
@@ -110,6 +112,7 @@ def test_fp32_onnx_and_openvino_match_torch(trained: dict, tiny_dataset: Path) -
 
 
 def test_torch_export_reloads(trained: dict, tiny_dataset: Path) -> None:
+    """The torch export reloads and gives exactly the trained model's outputs."""
     path = trained["engine"].export(trained["model"], ExportType.TORCH, export_root=trained["work"] / "torch")
     reloaded = torch.load(path, weights_only=False)["model"].eval()
     images = _test_images(tiny_dataset, (64, 64))
@@ -117,6 +120,7 @@ def test_torch_export_reloads(trained: dict, tiny_dataset: Path) -> None:
 
 
 def test_fp16_and_int8_openvino(trained: dict, tiny_dataset: Path) -> None:
+    """FP16 OpenVINO matches torch; INT8 gives finite outputs of the same shape and holds 8-bit nodes."""
     engine, model, work = trained["engine"], trained["model"], trained["work"]
     images = _test_images(tiny_dataset, (64, 64))
     expected = _torch_outputs(model, images)
@@ -152,6 +156,7 @@ def test_fp16_and_int8_openvino(trained: dict, tiny_dataset: Path) -> None:
 
 
 def test_static_input_size(trained: dict) -> None:
+    """``input_size`` exports a model with that fixed height and width."""
     import openvino as ov
 
     path = trained["engine"].export(
@@ -167,16 +172,18 @@ def test_static_input_size(trained: dict) -> None:
 
 @pytest.mark.parametrize("name", ["AAND", "DSKD"])
 def test_untrained_model_is_refused(name: str, tmp_path: Path) -> None:
+    """Exporting an untrained model fails for every export type, naming ``--ckpt_path``; nothing is written."""
     model = _make(name)
     for export_type in (ExportType.TORCH, ExportType.ONNX, ExportType.OPENVINO):
-        with pytest.raises(RuntimeError, match="has not been trained.*--ckpt_path"):
+        with pytest.raises(RuntimeError, match=r"has not been trained.*--ckpt_path"):
             _engine(tmp_path).export(model, export_type, export_root=tmp_path / "export")
     assert not (tmp_path / "export").exists()
 
 
 def test_int8_without_calibration_data_is_refused(trained: dict, tmp_path: Path) -> None:
+    """INT8 export without a datamodule fails, asking for calibration images; nothing is written."""
     export_root = tmp_path / "int8"
-    with pytest.raises(ValueError, match="calibration images.*--data"):
+    with pytest.raises(ValueError, match=r"calibration images.*--data"):
         trained["engine"].export(
             trained["model"],
             ExportType.OPENVINO,
@@ -187,6 +194,7 @@ def test_int8_without_calibration_data_is_refused(trained: dict, tmp_path: Path)
 
 
 def test_failed_export_leaves_nothing(trained: dict, tmp_path: Path) -> None:
+    """An export that fails midway (a bad ONNX argument) leaves no export folder."""
     export_root = tmp_path / "failed"
     with pytest.raises(TypeError):
         trained["engine"].export(
@@ -203,7 +211,7 @@ def test_anomalib_inferencers_match_the_folder_scorer(
     tiny_dataset: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """anomalib's OpenVINOInferencer and TorchInferencer on our exports give the folder scorer's scores and maps."""
+    """Anomalib's OpenVINOInferencer and TorchInferencer on our exports give the folder scorer's scores and maps."""
     from anomalib.deploy import OpenVINOInferencer, TorchInferencer
 
     # anomalib's TorchInferencer unpickles the exported model only with this opt-in.
@@ -228,8 +236,10 @@ def test_anomalib_inferencers_match_the_folder_scorer(
 
 
 def test_openvino_inferencer_divides_images_above_one_by_255(trained: dict, tiny_dataset: Path) -> None:
-    """Pins anomalib's heuristic: a float image whose maximum is above 1.0 (e.g. 1.0000002 after a resize) is
-    divided by 255, so the model scores a black image. Clipping to [0, 1] (or passing uint8 / a file) is the safe call.
+    """Pins anomalib's heuristic: a float image whose maximum is above 1.0 is divided by 255.
+
+    So with e.g. 1.0000002 after a resize, the model scores a black image. Clipping to [0, 1] (or passing uint8 / a
+    file) is the safe call.
 
     One model is enough: the heuristic is the inferencer's, before any model runs.
     """
@@ -277,6 +287,7 @@ def test_full_disk_during_export_keeps_the_previous_export(
     before = {path.name: path.read_bytes() for path in first.parent.iterdir()}
 
     def fills_up(ov_model: object, path: object, *args: object, **kwargs: object) -> None:
+        del ov_model, args, kwargs
         Path(path).write_bytes(b"<?xml half")
         raise OSError(28, "No space left on device", str(path))
 
@@ -292,6 +303,7 @@ def test_read_only_export_root_is_a_clear_error(trained: dict, tmp_path: Path, m
     import tempfile
 
     def read_only(*args: object, **kwargs: object) -> str:
+        del args, kwargs
         raise OSError(30, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "mkdtemp", read_only)

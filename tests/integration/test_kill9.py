@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""``kill -9`` of a real ``anomalib fit`` of AAND, in stage 1 and in stage 2, then the same command with ``--ckpt_path``.
+"""``kill -9`` of a real ``anomalib fit`` of AAND, in stage 1 and stage 2, then the same command with ``--ckpt_path``.
 
 The killed process gets SIGKILL from inside itself (a callback on the command line, so the point is exact: the second
 batch of an epoch, after the previous epoch's checkpoint was written). The rerun must end with the weights of an
@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_offline
 import torch
+
+from helpers import run_offline
 
 # The `anomalib` console script (anomalib.cli.cli:main), preceded by the seeding that `--seed_everything` promises:
 # anomalib 2.7's CLI declares the argument (cli.py, `_add_default_arguments_to_parser`) but never calls

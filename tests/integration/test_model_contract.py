@@ -19,9 +19,9 @@ from anomalib.deploy import ExportType
 from anomalib.engine import Engine
 from anomalib.models import get_model, list_models
 from anomalib.utils.path import convert_to_snake_case
-from helpers import make_mvtec_like
 
 from anomalib_kd_ext.models.components import LITE0_LAYERS
+from helpers import make_mvtec_like
 
 PLUGIN_MODELS = ("AAND", "DSKD")
 EXTRA_ARGS = {"AAND": {"amplification_epochs": 1, "distillation_epochs": 1}, "DSKD": {}}
@@ -92,7 +92,7 @@ def fitted(
 
 
 def test_validate_from_checkpoint(fitted: dict) -> None:
-    """``validate`` from the checkpoint runs once and leaves finite thresholds (validation metrics: none, as anomalib)."""
+    """``validate`` from the checkpoint runs once and leaves finite thresholds (no validation metrics, as anomalib)."""
     model, datamodule, engine = fitted["fresh"]()
     results = engine.validate(model=model, datamodule=datamodule, ckpt_path=fitted["checkpoint"])
     assert len(results) == 1

@@ -29,6 +29,7 @@ def _output_text(cells: list) -> str:
 @pytest.mark.usefixtures("lite0_weights")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notebook, committed without outputs, runs without errors and shows its expected outputs."""
     nbformat = pytest.importorskip("nbformat", reason="install the `test` extra")
     nbclient = pytest.importorskip("nbclient", reason="install the `test` extra")
     pytest.importorskip("elpv_dataset", reason="install the `elpv` extra")
@@ -40,7 +41,10 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "commit notebooks without outputs"
     )
     client = nbclient.NotebookClient(
-        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()  # raises CellExecutionError, with the failing cell and traceback, on any error
     errors = [output for cell in notebook.cells for output in cell.get("outputs", []) if output.output_type == "error"]

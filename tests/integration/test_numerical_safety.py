@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from anomalib.data import MVTecAD
-from helpers import RESNET18, fit_on_cpu
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
+from helpers import RESNET18, fit_on_cpu
 
 
 def make_constant_dataset(root: Path) -> Path:
@@ -40,6 +40,7 @@ class RecordLosses(Callback):
         self.values: list[tuple[str, float]] = []
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
+        """Record the ``train_`` values logged in this step."""
         del pl_module, args
         self.values += [(k, float(v)) for k, v in trainer.callback_metrics.items() if k.startswith("train_")]
 
@@ -53,6 +54,7 @@ def _model(name: str) -> AAND | DSKD:
 
 @pytest.mark.parametrize("name", ["AAND", "DSKD"])
 def test_constant_images_train_and_predict_finite(name: str, tmp_path: Path) -> None:
+    """On constant images, losses, metrics, weights and outputs for extreme inputs stay finite."""
     torch.manual_seed(0)
     root = make_constant_dataset(tmp_path / "data")
     datamodule = MVTecAD(root=root, category="flat", train_batch_size=3, eval_batch_size=2, num_workers=0)

@@ -1,7 +1,10 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""The README quickstart (`python -m anomalib_kd_ext.quickstart`) with a reduced budget: metrics and heat maps written."""
+"""The README quickstart (`python -m anomalib_kd_ext.quickstart`) with a reduced budget.
+
+Metrics and heat maps are written.
+"""
 
 import json
 import warnings
@@ -15,6 +18,7 @@ from anomalib_kd_ext import quickstart
 
 @pytest.mark.usefixtures("lite0_weights")
 def test_quickstart_writes_metrics_and_heat_maps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The quickstart writes metrics, a heat map per test cell, the checkpoint and an overview; no plugin warning."""
     pytest.importorskip("elpv_dataset", reason="install the `elpv` extra")
     budget = ["--epochs", "1", "--max-train-images", "8", "--image-size", "64", "--num-workers", "0"]
     with warnings.catch_warnings(record=True) as caught:
@@ -39,6 +43,7 @@ def test_quickstart_writes_metrics_and_heat_maps(tmp_path: Path, capsys: pytest.
     [(["--epochs", "0"], "--epochs must be at least 1"), (["--image-size", "100"], "multiple of 32")],
 )
 def test_quickstart_rejects_bad_budget(argument: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    """Bad ``--epochs`` or ``--image-size`` values exit with a message saying what is wrong."""
     with pytest.raises(SystemExit):
         quickstart.parse_args(argument)
     assert message in capsys.readouterr().err

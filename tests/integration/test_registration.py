@@ -14,7 +14,8 @@ REPO = Path(__file__).parents[2]
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    """Run ``code`` in a fresh interpreter with the hub offline and ``env`` added; output captured."""
+    return subprocess.run(  # noqa: S603  # this interpreter running the test's own code
         [sys.executable, "-c", code],
         env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
         capture_output=True,
@@ -25,12 +26,17 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_plain_interpreter_does_not_import_plugin() -> None:
-    code = "import sys; heavy = [m for m in sys.modules if m.split('.')[0] in ('anomalib', 'torch')]; assert not heavy, heavy"
+    """The ``.pth`` hook imports neither anomalib nor torch in an interpreter that does not use them."""
+    code = (
+        "import sys; heavy = [m for m in sys.modules if m.split('.')[0] in ('anomalib', 'torch')]; "
+        "assert not heavy, heavy"
+    )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
 
 
 def test_importing_anomalib_models_registers_aand() -> None:
+    """Importing ``anomalib.models`` registers AAND and DSKD under every name form ``get_model`` accepts."""
     code = (
         "import sys, anomalib.models as m\n"
         "assert 'anomalib_kd_ext.models' in sys.modules\n"
@@ -63,6 +69,7 @@ def test_autoload_hook_is_installed_with_the_package() -> None:
 
 
 def test_hook_can_be_switched_off() -> None:
+    """With ``ANOMALIB_KD_EXT_AUTOLOAD=0`` importing ``anomalib.models`` does not import the plugin."""
     result = run_python(
         "import sys, anomalib.models; assert 'anomalib_kd_ext.models' not in sys.modules",
         ANOMALIB_KD_EXT_AUTOLOAD="0",
@@ -71,6 +78,7 @@ def test_hook_can_be_switched_off() -> None:
 
 
 def test_broken_plugin_does_not_break_anomalib() -> None:
+    """A plugin that fails to import leaves anomalib usable and only warns that it could not be registered."""
     code = (
         "import sys\n"
         "sys.modules['anomalib_kd_ext.models'] = None  # makes the plugin import fail\n"
@@ -99,7 +107,7 @@ def test_cli_resolves_model(model_args: list[str]) -> None:
     """Short names, every config of configs/ (ours and the anomalib baselines) and the ELPV datamodule resolve."""
     anomalib = str(Path(sys.executable).with_name("anomalib"))
     data = [] if "--data" in model_args else ["--data", "MVTecAD"]
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603  # the anomalib command next to this interpreter, the test's arguments
         [anomalib, "train", *model_args, *data, "--print_config"],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib.data import MVTecAD
-from helpers import RESNET18, fit_on_cpu
 from lightning.pytorch import seed_everything
 
 from anomalib_kd_ext.models import AAND, DSKD
+from helpers import RESNET18, fit_on_cpu
 
 
 def _train(name: str, dataset: Path, work: Path, seed: int = 7) -> tuple[AAND | DSKD, dict, str]:
@@ -28,6 +28,7 @@ def _train(name: str, dataset: Path, work: Path, seed: int = 7) -> tuple[AAND | 
 
 @pytest.mark.parametrize("name", ["AAND", "DSKD"])
 def test_same_seed_same_weights_and_metrics(name: str, tiny_dataset: Path, tmp_path: Path) -> None:
+    """Two runs with the same seed give equal weights and metrics; the checkpoint reloads weights-only, same outputs."""
     first, first_metrics, checkpoint = _train(name, tiny_dataset, tmp_path / "a")
     second, second_metrics, _ = _train(name, tiny_dataset, tmp_path / "b")
     assert first_metrics == second_metrics

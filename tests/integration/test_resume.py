@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib.data import MVTecAD
-from helpers import RESNET18, fit_on_cpu
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.runtime.resume import capture_random_state, restore_random_state
+from helpers import RESNET18, fit_on_cpu
 
 SEED = 11
 
 
-class Crash(RuntimeError):
+class CrashError(RuntimeError):
     """Stands in for a killed job."""
 
 
@@ -28,10 +28,11 @@ class CrashAtEpoch(Callback):
         self.epoch = epoch
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Raise :class:`CrashError` when the epoch to crash at starts."""
         del pl_module
         if trainer.current_epoch == self.epoch:
             msg = f"simulated crash at the start of epoch {self.epoch}"
-            raise Crash(msg)
+            raise CrashError(msg)
 
 
 class EpochLog(Callback):
@@ -41,6 +42,7 @@ class EpochLog(Callback):
         self.epochs: list[tuple] = []
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
+        """Record the epoch, AAND's stage and the learning rates, once per epoch."""
         del args
         lrs = tuple(optimizer.param_groups[0]["lr"] for optimizer in trainer.optimizers)
         entry = (trainer.current_epoch, getattr(pl_module, "stage", None), lrs)
@@ -79,11 +81,18 @@ def _fit(name: str, dataset: Path, work: Path, callbacks: list[Callback], ckpt_p
     [("AAND", 1, "amplification"), ("AAND", 3, "distillation"), ("DSKD", 2, None)],
     ids=["aand-stage1", "aand-stage2", "dskd"],
 )
-def test_resume_after_interruption(name: str, crash_epoch: int, stage: str | None, tiny_dataset: Path, tmp_path):
+def test_resume_after_interruption(
+    name: str,
+    crash_epoch: int,
+    stage: str | None,
+    tiny_dataset: Path,
+    tmp_path: Path,
+) -> None:
+    """A run resumed after a crash trains exactly the missing epochs and ends with the uninterrupted weights."""
     full_log = EpochLog()
     uninterrupted = _fit(name, tiny_dataset, tmp_path / "full", [full_log])
 
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         _fit(name, tiny_dataset, tmp_path / "run", [CrashAtEpoch(crash_epoch)])
     # anomalib's default checkpoint, rewritten at every epoch end: <root>/<model>/<dataset>/<category>/v0/weights/...
     (checkpoint,) = (tmp_path / "run").glob("**/weights/lightning/model.ckpt")
@@ -108,6 +117,7 @@ def test_resume_after_interruption(name: str, crash_epoch: int, stage: str | Non
 
 
 def test_random_state_round_trip_is_weights_only_safe(tmp_path: Path) -> None:
+    """The captured Python, NumPy and torch random states load with ``weights_only=True`` and restore the same draws."""
     import random
 
     import numpy as np
@@ -115,8 +125,8 @@ def test_random_state_round_trip_is_weights_only_safe(tmp_path: Path) -> None:
     seed_everything(5)
     path = tmp_path / "state.pt"
     torch.save(capture_random_state(), path)
-    expected = (random.random(), float(np.random.rand()), torch.rand(2))
+    expected = (random.random(), float(np.random.rand()), torch.rand(2))  # noqa: S311, NPY002  # the global generators restored below
     restore_random_state(torch.load(path, weights_only=True))
-    actual = (random.random(), float(np.random.rand()), torch.rand(2))
+    actual = (random.random(), float(np.random.rand()), torch.rand(2))  # noqa: S311, NPY002  # the global generators restored above
     assert actual[:2] == expected[:2]
     assert torch.equal(actual[2], expected[2])

@@ -1,7 +1,10 @@
 # Copyright (C) 2026 anomalib-kd-ext contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""anomalib's in-model tiling (``TilerConfigurationCallback`` → ``model.model.tiler``) with both models, and its export."""
+"""anomalib's in-model tiling (``TilerConfigurationCallback`` → ``model.model.tiler``) with both models.
+
+And the export of a tiled model.
+"""
 
 from pathlib import Path
 
@@ -10,9 +13,9 @@ import torch
 from anomalib.callbacks import TilerConfigurationCallback
 from anomalib.data import MVTecAD
 from anomalib.data.utils.tiler import Tiler
-from helpers import RESNET18, fit_on_cpu
 
 from anomalib_kd_ext.models import AAND, DSKD
+from helpers import RESNET18, fit_on_cpu
 
 
 def _model(name: str, size: int) -> AAND | DSKD:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anomalib
 import pytest
+
 from helpers import run_offline
 
 REPO = Path(__file__).parents[2]
@@ -21,7 +22,9 @@ def patched_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[P
     """A copy of the installed anomalib as ``src/anomalib`` with the generated patch, and the files written."""
     root = tmp_path_factory.mktemp("anomalib_clone")
     shutil.copytree(
-        Path(anomalib.__file__).parent, root / "src" / "anomalib", ignore=shutil.ignore_patterns("__pycache__")
+        Path(anomalib.__file__).parent,
+        root / "src" / "anomalib",
+        ignore=shutil.ignore_patterns("__pycache__"),
     )
     # anomalib's own ruff settings at the clone's root, where its pyproject.toml would hold them.
     shutil.copyfile(RUFF_CONFIG, root / "ruff.toml")
@@ -33,6 +36,7 @@ def patched_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[P
 
 
 def test_patch_has_models_components_tests_docs_and_registration(patched_tree: tuple[Path, list[Path]]) -> None:
+    """The patch writes models, components, tests and docs, free of ``anomalib_kd_ext``, and registers both models."""
     root, written = patched_tree
     package = root / "src" / "anomalib" / "models"
     for path in (
@@ -54,16 +58,19 @@ def test_patch_has_models_components_tests_docs_and_registration(patched_tree: t
 
 
 def test_generator_is_idempotent(patched_tree: tuple[Path, list[Path]]) -> None:
+    """Running the generator again on the patched tree changes no written file."""
     root, written = patched_tree
     before = {path: path.read_bytes() for path in written}
     result = run_offline(
-        [sys.executable, "-m", "anomalib_kd_ext.upstream", str(root), "--tests-dir", str(REPO / "tests")], root
+        [sys.executable, "-m", "anomalib_kd_ext.upstream", str(root), "--tests-dir", str(REPO / "tests")],
+        root,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert {path: path.read_bytes() for path in written} == before
 
 
 def test_patch_passes_anomalib_lint(patched_tree: tuple[Path, list[Path]]) -> None:
+    """The generated Python files pass ``ruff check`` and ``ruff format --check`` with anomalib's ruff settings."""
     root, written = patched_tree
     python = [str(path) for path in written if path.suffix == ".py"]
     check = run_offline([sys.executable, "-m", "ruff", "check", "--no-cache", *python], cwd=root)
@@ -73,6 +80,7 @@ def test_patch_passes_anomalib_lint(patched_tree: tuple[Path, list[Path]]) -> No
 
 
 def test_not_a_source_tree_is_refused(tmp_path: Path) -> None:
+    """A folder that is not an anomalib source tree is refused and left empty."""
     result = run_offline([sys.executable, "-m", "anomalib_kd_ext.upstream", str(tmp_path)], cwd=tmp_path)
     assert result.returncode != 0
     assert "is not an anomalib source tree" in result.stderr
@@ -117,6 +125,7 @@ def test_patched_anomalib_imports_lists_and_fits_without_the_plugin(
     tiny_dataset: Path,
     tmp_path: Path,
 ) -> None:
+    """The patched anomalib lists and builds AAND and DSKD and fits AAND, all without importing the plugin."""
     root, _ = patched_tree
     command = [sys.executable, "-c", FIT_IN_COPY, str(root / "src"), str(tiny_dataset), str(tmp_path)]
     result = run_offline(command, cwd=tmp_path, PYTHONPATH=str(root / "src"), ANOMALIB_KD_EXT_AUTOLOAD="0")
@@ -148,7 +157,10 @@ def test_generated_tests_pass_in_the_patched_tree(patched_tree: tuple[Path, list
         *map(str, selected),
     ]
     result = run_offline(
-        command, cwd=root, PYTHONPATH=f"{root / 'src'}{os.pathsep}{root}", ANOMALIB_KD_EXT_AUTOLOAD="0"
+        command,
+        cwd=root,
+        PYTHONPATH=f"{root / 'src'}{os.pathsep}{root}",
+        ANOMALIB_KD_EXT_AUTOLOAD="0",
     )
     assert result.returncode == 0, result.stdout[-5000:]
     assert " passed" in result.stdout
@@ -178,7 +190,10 @@ def test_anomalib_benchmark_runs_the_shipped_configs_in_the_patched_tree(
         if key in model["init_args"]:
             model["init_args"][key] = 1
     settings["benchmark"]["data"]["init_args"].update(
-        root=str(tiny_dataset), category={"grid": ["tiny"]}, train_batch_size=4, eval_batch_size=4
+        root=str(tiny_dataset),
+        category={"grid": ["tiny"]},
+        train_batch_size=4,
+        eval_batch_size=4,
     )
     (tmp_path / "benchmark.yaml").write_text(yaml.safe_dump(settings))
     command = [sys.executable, "-c", "from anomalib.cli.cli import main; main()", "benchmark", "--config"]

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import pytest
-from helpers import needs_tmpfs, on_small_disk
 from openvino import opset13 as ops
 from PIL import Image
 
 from anomalib_kd_ext.deploy import DeployError, OpenVINOScorer, main, read_image, score_folder
+from helpers import needs_tmpfs, on_small_disk
 
 MAP_SIZE = 32
 
@@ -48,6 +48,7 @@ def save_toy_model(path: Path, input_size: tuple[int, int] | None = None) -> Pat
 
 @pytest.fixture
 def toy_model(tmp_path: Path) -> Path:
+    """The toy OpenVINO model with dynamic input size."""
     return save_toy_model(tmp_path / "model" / "model.xml")
 
 
@@ -64,6 +65,7 @@ def images(tmp_path: Path) -> Path:
 
 
 def test_scores_folder_and_writes_overlays(toy_model: Path, images: Path, tmp_path: Path) -> None:
+    """Every image of the folder is scored and written to CSV and JSON, with overlays at each image's size."""
     output = tmp_path / "out"
     rows = score_folder(toy_model, images, output)
     by_name = {row["image"]: row for row in rows}
@@ -82,6 +84,7 @@ def test_scores_folder_and_writes_overlays(toy_model: Path, images: Path, tmp_pa
 
 
 def test_map_is_resized_back_to_the_image(toy_model: Path) -> None:
+    """The anomaly map comes back at the image's size, in the right place."""
     scorer = OpenVINOScorer(toy_model)
     image = np.zeros((50, 90, 3), np.float32)
     image[:, 45:] = 1.0
@@ -92,6 +95,7 @@ def test_map_is_resized_back_to_the_image(toy_model: Path) -> None:
 
 
 def test_static_input_model_gets_resized_images(tmp_path: Path) -> None:
+    """A static-size model gets images resized to its input; map at the image's size."""
     scorer = OpenVINOScorer(save_toy_model(tmp_path / "static.xml", input_size=(64, 64)))
     assert scorer.input_size == (64, 64)
     prediction = scorer(np.full((30, 100, 3), 0.75, np.float32))
@@ -100,7 +104,7 @@ def test_static_input_model_gets_resized_images(tmp_path: Path) -> None:
 
 
 def test_dynamic_batch_axis_is_fixed_to_one_image(tmp_path: Path) -> None:
-    """anomalib exports a dynamic batch axis; the scorer compiles batch 1 (fused post-processing), same scores."""
+    """Anomalib exports a dynamic batch axis; the scorer compiles batch 1 (fused post-processing), same scores."""
     path = save_toy_model(tmp_path / "static.xml", input_size=(64, 64))
     assert ov.Core().read_model(str(path)).inputs[0].get_partial_shape()[0].is_dynamic
     scorer = OpenVINOScorer(path)
@@ -115,6 +119,7 @@ def test_dynamic_batch_axis_is_fixed_to_one_image(tmp_path: Path) -> None:
 
 
 def test_reads_images_like_anomalib(images: Path) -> None:
+    """``read_image`` gives anomalib's ``read_image`` values for RGB, RGBA and grey images."""
     from anomalib.data.utils import read_image as anomalib_read_image
 
     for name in ("bright.png", "rgba.png", "sub/gray.png"):
@@ -122,18 +127,21 @@ def test_reads_images_like_anomalib(images: Path) -> None:
 
 
 def test_missing_model_file_names_the_path(tmp_path: Path, images: Path) -> None:
+    """A missing model file is named with the export command; nothing is written."""
     with pytest.raises(DeployError, match=r"missing\.xml.*anomalib export"):
         score_folder(tmp_path / "missing.xml", images, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_bin_file(toy_model: Path, images: Path, tmp_path: Path) -> None:
+    """A model.xml without its model.bin is refused, naming ``model.bin``."""
     toy_model.with_suffix(".bin").unlink()
     with pytest.raises(DeployError, match=r"model\.bin"):
         score_folder(toy_model, images, tmp_path / "out")
 
 
 def test_missing_or_empty_image_folder(toy_model: Path, tmp_path: Path) -> None:
+    """A missing image folder and a folder without images are refused."""
     with pytest.raises(DeployError, match="does not exist"):
         score_folder(toy_model, tmp_path / "nowhere", tmp_path / "out")
     (tmp_path / "empty").mkdir()
@@ -142,6 +150,7 @@ def test_missing_or_empty_image_folder(toy_model: Path, tmp_path: Path) -> None:
 
 
 def test_corrupt_image_stops_without_writing(toy_model: Path, images: Path, tmp_path: Path) -> None:
+    """A corrupt image stops scoring, naming it and ``--skip-unreadable``; no output or staging folder left."""
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     (images / "zero.png").write_bytes(b"")
     output = tmp_path / "out"
@@ -152,6 +161,7 @@ def test_corrupt_image_stops_without_writing(toy_model: Path, images: Path, tmp_
 
 
 def test_skip_unreadable_lists_the_files(toy_model: Path, images: Path, tmp_path: Path) -> None:
+    """``skip_unreadable`` scores the readable images and lists the skipped file in scores.json."""
     (images / "zero.png").write_bytes(b"")
     rows = score_folder(toy_model, images, tmp_path / "out", skip_unreadable=True, overlays=False)
     assert len(rows) == 4
@@ -161,6 +171,7 @@ def test_skip_unreadable_lists_the_files(toy_model: Path, images: Path, tmp_path
 
 
 def test_not_an_anomalib_model(tmp_path: Path, images: Path) -> None:
+    """A model without anomalib's outputs is refused."""
     image = ops.parameter(ov.PartialShape([-1, 3, -1, -1]), ov.Type.f32, name="input")
     ov.save_model(ov.Model([ops.relu(image)], [image], "other"), str(tmp_path / "other.xml"))
     with pytest.raises(DeployError, match="not an anomalib model"):
@@ -175,7 +186,7 @@ def test_command_line_without_torch(toy_model: Path, images: Path, tmp_path: Pat
         "sys.exit(rc)"
     )
     output = tmp_path / "cli_out"
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603  # this interpreter running the test's own code
         [sys.executable, "-c", code, str(toy_model), str(images), "--output", str(output)],
         capture_output=True,
         text=True,
@@ -187,6 +198,7 @@ def test_command_line_without_torch(toy_model: Path, images: Path, tmp_path: Pat
 
 
 def test_command_line_error_exit_code(tmp_path: Path, images: Path, capsys: pytest.CaptureFixture) -> None:
+    """The command exits with code 2 and names the missing model file."""
     assert main([str(tmp_path / "missing.xml"), str(images)]) == 2
     assert "missing.xml" in capsys.readouterr().err
 
@@ -229,7 +241,7 @@ def test_full_disk_keeps_the_previous_results(
 
 @needs_tmpfs
 def test_really_full_disk_keeps_the_previous_results(toy_model: Path, tmp_path: Path) -> None:
-    """A 512 kB tmpfs: the first scoring fits, a larger second one fills the disk; exit 3, old results byte-identical."""
+    """A 512 kB tmpfs: a first scoring fits, a larger second one fills the disk; exit 3, old results byte-identical."""
     rng = np.random.default_rng(0)
     images = tmp_path / "many"
     images.mkdir()
@@ -242,7 +254,10 @@ def test_really_full_disk_keeps_the_previous_results(toy_model: Path, tmp_path: 
         out = pathlib.Path("{disk}/run/out")
         first = main(["{toy_model}", "{images}", "--output", str(out), "--no-overlays"])
         def snapshot():
-            return {{str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}}
+            return {{
+                str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in out.rglob("*") if p.is_file()
+            }}
         before = snapshot()
         second = main(["{toy_model}", "{images}", "--output", str(out)])
         print("CODES", first, second)
@@ -291,6 +306,7 @@ def test_read_only_output_location_is_a_clear_error(
     import tempfile
 
     def read_only(*args: object, **kwargs: object) -> str:
+        del args, kwargs
         raise OSError(30, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "mkdtemp", read_only)
@@ -322,6 +338,7 @@ def test_throughput_mode_gives_the_latency_scores_in_order(toy_model: Path, tmp_
 
 
 def test_scorer_yields_keys_images_and_predictions_in_order(toy_model: Path) -> None:
+    """``score_many`` in throughput mode yields each key, its image and prediction, in input order."""
     scorer = OpenVINOScorer(toy_model, mode="throughput")
     images = [np.full((20, 30, 3), value / 10, np.float32) for value in range(10)]
     results = list(scorer.score_many(enumerate(images)))
@@ -332,11 +349,18 @@ def test_scorer_yields_keys_images_and_predictions_in_order(toy_model: Path) -> 
 
 
 def test_unknown_mode_is_refused(toy_model: Path) -> None:
+    """An unknown performance mode is refused."""
     with pytest.raises(DeployError, match="Unknown mode 'fast'"):
         OpenVINOScorer(toy_model, mode="fast")
 
 
-def test_progress_line_counts_to_the_total(toy_model: Path, images: Path, tmp_path: Path, capsys) -> None:
+def test_progress_line_counts_to_the_total(
+    toy_model: Path,
+    images: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """``progress`` prints a line on stderr that counts to all images and ends with the rate."""
     score_folder(toy_model, images, tmp_path / "out", overlays=False, progress=True)
     err = capsys.readouterr().err
     assert "scored 4/4 images, " in err

@@ -71,7 +71,7 @@ def _file_state(path: object) -> tuple[str, int, int] | None:
     """(path, size, modification time in ns) of a file, ``None`` for no path."""
     if not isinstance(path, str | Path) or not str(path):
         return None
-    stat = os.stat(path)
+    stat = Path(path).stat()
     return str(path), stat.st_size, stat.st_mtime_ns
 
 
@@ -92,12 +92,15 @@ class CachedDataset(Dataset):
         object.__setattr__(self, "store", store)
 
     def __len__(self) -> int:
+        """Number of items of the wrapped dataset."""
         return len(self.dataset)
 
     def __getattr__(self, name: str) -> object:
+        """Attributes not defined here are read from the wrapped dataset."""
         return getattr(self.dataset, name)
 
     def __setattr__(self, name: str, value: object) -> None:
+        """Attributes are set on the wrapped dataset."""
         setattr(self.dataset, name, value)
 
     @property
@@ -117,6 +120,7 @@ class CachedDataset(Dataset):
         )
 
     def __getitem__(self, index: int) -> object:
+        """The item at ``index``: read once and then served from the store, unless the dataset is not cacheable."""
         if not self.cacheable:
             return self.dataset[index]
         key = self.key(index)
@@ -218,7 +222,8 @@ class _BoundedStore(dict):
         if self.limit is not None and self.nbytes + size > self.limit:
             if not self.full:
                 logger.warning(
-                    "ImageCache is full (%.1f GB); further images are decoded every time.", self.limit / 2**30
+                    "ImageCache is full (%.1f GB); further images are decoded every time.",
+                    self.limit / 2**30,
                 )
             self.full = True
             return

@@ -77,7 +77,10 @@ def elpv_samples(
         msg = f"cell_type must be one of {CELL_TYPES}, got {cell_type!r}."
         raise ValueError(msg)
     if test_normal_every < 2:
-        msg = f"test_normal_every must be >= 2 (one normal cell in that many goes to the test split), got {test_normal_every}."
+        msg = (
+            "test_normal_every must be >= 2 (one normal cell in that many goes to the test split), "
+            f"got {test_normal_every}."
+        )
         raise ValueError(msg)
     if max_train_images is not None and max_train_images < 1:
         msg = f"max_train_images must be a positive number of images or None, got {max_train_images}."

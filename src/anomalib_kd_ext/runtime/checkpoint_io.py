@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from anomalib.engine.plugins import AnomalibCheckpointIO
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch import Callback, LightningModule, Trainer
-from anomalib.engine.plugins import AnomalibCheckpointIO
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 

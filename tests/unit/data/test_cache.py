@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 from anomalib.data import MVTecAD
-from helpers import make_mvtec_like
 from PIL import Image
 from torchvision.transforms import v2
 
 from anomalib_kd_ext.data import CachedDataset, ImageCache
 from anomalib_kd_ext.data.cache import is_deterministic
+from helpers import make_mvtec_like
 
 
 def _datamodule(root: Path, size: int = 32, augmentations: v2.Transform | None = None) -> MVTecAD:
@@ -25,6 +25,7 @@ def _datamodule(root: Path, size: int = 32, augmentations: v2.Transform | None =
 
 
 def test_cached_items_equal_uncached(tmp_path: Path) -> None:
+    """Items served from a filled cache equal those read without it; one stored item per training and test image."""
     root = make_mvtec_like(tmp_path)
     plain = _datamodule(root)
     cache = ImageCache(num_threads=2)
@@ -48,6 +49,7 @@ def test_cached_items_equal_uncached(tmp_path: Path) -> None:
 
 
 def test_changed_file_or_size_is_decoded_again(tmp_path: Path) -> None:
+    """A rewritten file or new augmentations (written through to the dataset) give a newly decoded item."""
     root = make_mvtec_like(tmp_path)
     cache = ImageCache()
     datamodule = _datamodule(root)
@@ -65,6 +67,7 @@ def test_changed_file_or_size_is_decoded_again(tmp_path: Path) -> None:
 
 
 def test_random_augmentations_are_not_cached(tmp_path: Path) -> None:
+    """Random augmentations make a dataset uncacheable: nothing is stored."""
     root = make_mvtec_like(tmp_path)
     flip = v2.Compose([v2.Resize(32), v2.RandomHorizontalFlip(p=0.5)])
     assert not is_deterministic(flip)
@@ -78,6 +81,7 @@ def test_random_augmentations_are_not_cached(tmp_path: Path) -> None:
 
 
 def test_limit_and_arguments(tmp_path: Path) -> None:
+    """The store stops at ``max_gigabytes``; non-positive ``num_threads`` and ``max_gigabytes`` are refused."""
     root = make_mvtec_like(tmp_path)
     cache = ImageCache(max_gigabytes=1e-5)  # ~10 kB: one 32 px image (12 kB) does not fit
     datamodule = _datamodule(root)
@@ -93,10 +97,10 @@ def test_limit_and_arguments(tmp_path: Path) -> None:
 
 def test_engine_fit_with_cache_gives_the_same_weights(tmp_path: Path) -> None:
     """A seeded fit through the Engine with the cache ends with the same weights as without it."""
-    from helpers import fit_on_cpu
     from lightning.pytorch import seed_everything
 
     from anomalib_kd_ext.models import DSKD
+    from helpers import fit_on_cpu
 
     root = make_mvtec_like(tmp_path / "data")
     states = []

@@ -14,6 +14,7 @@ from anomalib_kd_ext.data.elpv import elpv_samples
 
 
 def make_elpv(root: Path, rows: list[tuple[str, float, str]]) -> Path:
+    """Write an ELPV-layout folder (``images/`` and ``labels.csv``) with one grey image per row."""
     (root / "images").mkdir(parents=True)
     lines = []
     for name, probability, cell_type in rows:
@@ -58,12 +59,14 @@ def test_split_rules(tmp_path: Path) -> None:
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
+    """A bad cell type, test split period or training image count is refused with its message."""
     root = make_elpv(tmp_path, [("cell0000.png", 0.0, "mono"), ("cell0001.png", 1.0, "mono")])
     with pytest.raises(ValueError, match=message):
         ELPV(root=root, **kwargs)
 
 
 def test_missing_label_file(tmp_path: Path) -> None:
+    """A root without ``labels.csv`` raises ``FileNotFoundError`` naming it."""
     with pytest.raises(FileNotFoundError, match=r"labels\.csv"):
         ELPV(root=tmp_path)
 

@@ -4,7 +4,6 @@
 """The runtime layer: what it adds to the models, and that the models' own code works without it."""
 
 import logging
-from helpers import RESNET18
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from anomalib.engine import Engine
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.runtime import PluginRuntime, check_dataset_available
 from anomalib_kd_ext.upstream import drop_runtime
+from helpers import RESNET18
 
 
 class DownloadStarted(Exception):  # noqa: N818  # a sentinel, not an error
@@ -24,6 +24,7 @@ class NoDownloadMVTecAD(MVTecAD):
     """MVTecAD whose download is replaced by a sentinel (tests never touch the network)."""
 
     def prepare_data(self) -> None:
+        """Raise :class:`DownloadStarted` instead of downloading a missing dataset."""
         if not (Path(self.root) / str(self.category)).is_dir():
             raise DownloadStarted
 
@@ -49,6 +50,7 @@ def test_dataset_on_disk_and_datamodules_without_root_pass_quietly(
     tiny_dataset: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A dataset found on disk and a datamodule without a root pass the check without warnings."""
     with caplog.at_level(logging.WARNING, logger="anomalib_kd_ext"):
         assert check_dataset_available(MVTecAD(root=tiny_dataset, category="tiny"))
         assert check_dataset_available(object())

@@ -13,7 +13,7 @@ from timm.layers import DropPath
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from anomalib_kd_ext.models.components import Teacher, match_state_dict, read_state_dict
-from anomalib_kd_ext.models.components.teacher import trains_differently, architecture_name, resolve_weights_path
+from anomalib_kd_ext.models.components.teacher import architecture_name, resolve_weights_path, trains_differently
 
 LAYERS = ["layer1", "layer2", "layer3"]
 
