@@ -33,7 +33,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 from benchmarks import grid
 from benchmarks.tables import save_rows
@@ -66,7 +70,7 @@ def cpu_flags() -> str:
     """The CPU's vector ISA flags that matter for training and inference, read at run time."""
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return platform.machine()
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
@@ -80,9 +84,11 @@ class InMemoryBatches:
         self.batches = batches
 
     def __len__(self) -> int:
+        """Number of batches."""
         return len(self.batches)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator:
+        """The batches in a new random order (torch's RNG), each a shallow copy of the stored one."""
         import torch
 
         for index in torch.randperm(len(self.batches)).tolist():
@@ -92,10 +98,10 @@ class InMemoryBatches:
 def run_cell(model_name: str, mode: str, args: argparse.Namespace) -> list[dict]:
     """Train (and, with a datamodule, test) one model in one mode; return one row per stage."""
     from anomalib.engine import Engine
-    from benchmarks.common import EpochTimer, hardware
     from lightning.pytorch import seed_everything
 
     from anomalib_kd_ext.data import ImageCache
+    from benchmarks.common import EpochTimer, hardware
 
     dataset, category, root = grid.parse_dataset(args.dataset, args)
     work_dir = Path(args.work_dir) / f"{model_name}_{mode}"
@@ -152,9 +158,180 @@ def run_cell(model_name: str, mode: str, args: argparse.Namespace) -> list[dict]
                 "dataset": args.dataset,
                 "hardware": hardware(),
                 "cpu_flags": cpu_flags(),
-            }
+            },
         )
     return rows
+
+
+# Where a training step's time goes: categories of the profiled ops (the rest is "other aten ops").
+PROFILE_CATEGORIES = (
+    "depthwise convolution backward",
+    "convolution backward",
+    "depthwise convolution forward",
+    "convolution forward",
+    "batch norm",
+    "matmul / linear",
+    "optimiser",
+)
+
+
+def op_category(name: str, depthwise: bool) -> str:
+    """The :data:`PROFILE_CATEGORIES` entry of a profiled op (its name, whether its weight is depthwise)."""
+    if "conv" in name:
+        direction = "backward" if "backward" in name else "forward"
+        return f"{'depthwise ' if depthwise else ''}convolution {direction}"
+    if "batch_norm" in name:
+        return "batch norm"
+    if any(key in name for key in ("addmm", "matmul", "aten::mm", "bmm")):
+        return "matmul / linear"
+    if "_foreach" in name:
+        return "optimiser"
+    return "other aten ops"
+
+
+def is_depthwise(shapes: list) -> bool:
+    """Whether a convolution op's input shapes hold a depthwise kernel (``[C, 1, k, k]``, ``C > 1``, ``k > 1``)."""
+    return any(len(shape) == 4 and shape[0] > 1 and shape[1] == 1 and 1 < shape[2] <= 7 for shape in shapes if shape)
+
+
+class StepProfiler(Callback):
+    """Lightning callback: torch.profiler over ``steps`` training steps of each stage, after ``warmup`` steps.
+
+    Step wall time and each op's self CPU time are summed per stage; :meth:`summary` groups the ops into
+    :data:`PROFILE_CATEGORIES` and names the time outside any op (Python, Lightning, autograd bookkeeping).
+    """
+
+    def __init__(self, warmup: int = 3, steps: int = 6) -> None:
+        self.warmup, self.steps = warmup, steps
+        self.records: dict[str, dict] = {}
+        self._profiler = None
+        self._stage = ""
+        self._seen: dict[str, int] = {}
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:  # noqa: ANN401
+        """Start the profiler on the steps to profile."""
+        from torch.profiler import ProfilerActivity, profile
+
+        del trainer, batch, batch_idx
+        self._stage = getattr(pl_module, "stage", "train")
+        seen = self._seen.get(self._stage, 0)
+        self._seen[self._stage] = seen + 1
+        if self.warmup <= seen < self.warmup + self.steps:
+            self._profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+            self._profiler.start()
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,  # noqa: ANN401
+        batch: Any,  # noqa: ANN401
+        batch_idx: int,
+    ) -> None:
+        """Stop the profiler and add the step's op times to its stage."""
+        del trainer, pl_module, outputs, batch, batch_idx
+        if self._profiler is None:
+            return
+        self._profiler.stop()
+        wall = time.perf_counter() - self._start
+        record = self.records.setdefault(self._stage, {"steps": 0, "wall_s": 0.0, "ops": {}})
+        record["steps"] += 1
+        record["wall_s"] += wall
+        for event in self._profiler.key_averages(group_by_input_shape=True):
+            key = (event.key, is_depthwise(event.input_shapes))
+            record["ops"][key] = record["ops"].get(key, 0.0) + event.self_cpu_time_total / 1e6
+        self._profiler = None
+
+    def summary(self) -> dict[str, dict]:
+        """Per stage: ms per step, and the share of step time of each category and of the 8 largest ops."""
+        result = {}
+        for stage, record in self.records.items():
+            categories: dict[str, float] = {}
+            for (name, depthwise), seconds in record["ops"].items():
+                label = op_category(name, depthwise)
+                categories[label] = categories.get(label, 0.0) + seconds
+            in_ops = sum(categories.values())
+            categories["outside ops (Python, Lightning, autograd)"] = max(record["wall_s"] - in_ops, 0.0)
+            ops: dict[str, float] = {}
+            for (name, depthwise), seconds in record["ops"].items():
+                ops[name + (" (depthwise)" if depthwise else "")] = ops.get(name, 0.0) + seconds
+            wall = record["wall_s"]
+            result[stage] = {
+                "ms_per_step": round(1000 * wall / record["steps"], 1),
+                "steps": record["steps"],
+                "categories": {k: round(v / wall, 3) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])},
+                "top_ops": {k: round(v / wall, 3) for k, v in sorted(ops.items(), key=lambda kv: -kv[1])[:8]},
+            }
+        return result
+
+
+def profile_cell(model_name: str, args: argparse.Namespace, precision: str, source: str = "floor") -> dict:
+    """Profile training steps of one model at ``precision``; return :meth:`StepProfiler.summary`.
+
+    ``source`` is where the batches come from: ``floor`` (batches in memory, as the floor mode) or ``fast`` (the
+    datamodule with the image cache, as the fast modes).
+    """
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    from anomalib_kd_ext.data import ImageCache
+
+    dataset, category, root = grid.parse_dataset(args.dataset, args)
+    work_dir = Path(args.work_dir) / f"{model_name}_profile_{source}"
+    seed_everything(args.seed, workers=True)
+    args.num_workers = 0
+    model = grid.make_model(model_name, args, work_dir)
+    profiler = StepProfiler()
+    cache = [ImageCache()] if source == "fast" else []
+    engine = Engine(
+        default_root_dir=work_dir,
+        callbacks=[*cache, profiler],
+        logger=False,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=model.trainer_arguments.get("max_epochs", args.epochs),
+        enable_progress_bar=False,
+        precision=precision,
+    )
+    if source == "fast":
+        engine.fit(model=model, datamodule=grid.make_datamodule(dataset, category, root, args, args.seed))
+    else:
+        engine.fit(model=model, train_dataloaders=InMemoryBatches(collect_batches(dataset, category, root, args)))
+    return profiler.summary()
+
+
+def write_profile(profiles: dict, out: Path) -> str:
+    """Write ``train_speed_profile.json`` and ``.md`` (share of step time per category); return the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_speed_profile.json").write_text(json.dumps(profiles, indent=1))
+    labels = [*PROFILE_CATEGORIES, "other aten ops", "outside ops (Python, Lightning, autograd)"]
+    lines = [
+        "Where a training step spends its time (data: floor = batches in memory, fast = datamodule with the image "
+        "cache): torch.profiler self CPU time per op, "
+        "grouped, as a share of the step's wall time; "
+        f"{hardware_line()}.",
+        "",
+        "| model | stage | precision | data | ms/step | " + " | ".join(labels) + " |",
+        "|---|---|---|---|---|" + "---|" * len(labels),
+    ]
+    for key, stages in profiles.items():
+        model, precision, source = key.split("|")
+        for stage, summary in stages.items():
+            shares = [f"{summary['categories'].get(label, 0.0):.0%}" for label in labels]
+            cells = [model, stage, precision, source, str(summary["ms_per_step"]), *shares]
+            lines.append("| " + " | ".join(cells) + " |")
+    markdown = "\n".join(lines) + "\n"
+    (out / "train_speed_profile.md").write_text(markdown)
+    return markdown
+
+
+def hardware_line() -> str:
+    """Hardware read at run time, for table captions."""
+    from benchmarks.common import hardware
+
+    return f"{hardware()} ({cpu_flags()})"
 
 
 def collect_batches(dataset: str, category: str, root: Path | None, args: argparse.Namespace) -> list:
@@ -175,8 +352,8 @@ def write_outputs(rows: list[dict], out: Path) -> str:
     first = rows[0]
     lines = [
         f"Seconds per training epoch, {first['dataset']}, {first['image_size']} px, batch {first['batch_size']}, "
-        f"teacher tf_efficientnet_lite0, {first['hardware']} ({first['cpu_flags']}). Median over epochs 2..{first['epochs']} "
-        "of each stage; validation excluded.",
+        f"teacher tf_efficientnet_lite0, {first['hardware']} ({first['cpu_flags']}). "
+        f"Median over epochs 2..{first['epochs']} of each stage; validation excluded.",
         "",
         "| model | stage | today | fast fp32 | fast bf16 | floor | today / fast fp32 | fast fp32 / floor | "
         "image AUROC fp32 / bf16 | pixel AUROC fp32 / bf16 | cache MB |",
@@ -185,16 +362,16 @@ def write_outputs(rows: list[dict], out: Path) -> str:
     for model, stage in stages:
         cells = [by_key.get((model, stage, mode), {}).get("seconds_per_epoch") for mode in MODES]
         today, fast, _, floor = cells
-        ratio = f"{today / fast:.2f}x" if today and fast else "–"
-        floor_ratio = f"{fast / floor:.2f}x" if fast and floor else "–"
+        ratio = f"{today / fast:.2f}x" if today and fast else "–"  # noqa: RUF001  # en dash: empty table cell
+        floor_ratio = f"{fast / floor:.2f}x" if fast and floor else "–"  # noqa: RUF001  # en dash: empty table cell
         accuracy = []
         for metric in METRICS:
             values = [by_key.get((model, stage, mode), {}).get(metric) for mode in ("fast_fp32", "fast_bf16")]
-            accuracy.append(" / ".join("–" if value is None else f"{value:.3f}" for value in values))
+            accuracy.append(" / ".join("–" if value is None else f"{value:.3f}" for value in values))  # noqa: RUF001  # en dash: empty cell
         cache = by_key.get((model, stage, "fast_fp32"), {}).get("cache_MB")
-        shown = ["–" if value is None else f"{value:.1f}" for value in cells]
+        shown = ["–" if value is None else f"{value:.1f}" for value in cells]  # noqa: RUF001  # en dash: empty table cell
         lines.append(
-            f"| {model} | {stage} | " + " | ".join([*shown, ratio, floor_ratio, *accuracy, str(cache or "–")]) + " |"
+            f"| {model} | {stage} | " + " | ".join([*shown, ratio, floor_ratio, *accuracy, str(cache or "–")]) + " |",  # noqa: RUF001  # en dash: empty cell
         )
     markdown = "\n".join(lines) + "\n"
     (out / "train_speed.md").write_text(markdown)
@@ -218,8 +395,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     grid.add_dataset_roots(parser)
     parser.add_argument("--work-dir", default="results/train_speed")
     parser.add_argument("--out", default="benchmarks/results/train_speed")
+    parser.add_argument(
+        "--profile",
+        nargs="+",
+        choices=["32-true", "bf16-mixed"],
+        help="instead of timing: profile training steps at these precisions (train_speed_profile.md)",
+    )
+    parser.add_argument(
+        "--profile-sources",
+        nargs="+",
+        choices=["floor", "fast"],
+        default=["floor"],
+        help="with --profile: batches in memory (floor) and / or the datamodule with the image cache (fast)",
+    )
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def run_in_child(argv: list[str] | None, cell: str) -> list | dict | None:
+    """Run one cell of this task in a fresh process (its own peak memory and threads); its result, or None."""
+    command = [sys.executable, "-m", "benchmarks.train_speed", *(argv or sys.argv[1:]), "--cell", cell]
+    print(f"== {cell}", flush=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603  # this interpreter re-running this module
+    found = [line[5:] for line in result.stdout.splitlines() if line.startswith("ROWS ")]
+    if result.returncode or not found:
+        print(result.stdout[-2000:], result.stderr[-4000:], sep="\n")
+        return None
+    return json.loads(found[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,28 +429,31 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.cell:
         model_name, mode = args.cell.split(":")
-        print("ROWS " + json.dumps(run_cell(model_name, mode, args)), flush=True)
+        if args.profile:
+            precision, source = mode.split("@")
+            print("ROWS " + json.dumps(profile_cell(model_name, args, precision, source)), flush=True)
+        else:
+            print("ROWS " + json.dumps(run_cell(model_name, mode, args)), flush=True)
         return
     out = Path(args.out)
+    if args.profile:
+        saved = out / "train_speed_profile.json"  # profiles of an earlier run stay unless measured again
+        profiles = json.loads(saved.read_text()) if saved.is_file() else {}
+        for model_name in args.models:
+            for precision in args.profile:
+                for source in args.profile_sources:
+                    found = run_in_child(argv, f"{model_name}:{precision}@{source}")
+                    if found is not None:
+                        profiles[f"{model_name}|{precision}|{source}"] = found
+                    print(write_profile(profiles, out), flush=True)
+        return
     previous = out / "train_speed.json"  # rows of an earlier run stay unless this run measures them again
     rows: list[dict] = json.loads(previous.read_text()) if previous.is_file() else []
     for model_name in args.models:
         for mode in args.modes:
-            command = [
-                sys.executable,
-                "-m",
-                "benchmarks.train_speed",
-                *(argv or sys.argv[1:]),
-                "--cell",
-                f"{model_name}:{mode}",
-            ]
-            print(f"== {model_name} {mode}", flush=True)
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
-            found = [line[5:] for line in result.stdout.splitlines() if line.startswith("ROWS ")]
-            if result.returncode or not found:
-                print(result.stdout[-2000:], result.stderr[-4000:], sep="\n")
+            new = run_in_child(argv, f"{model_name}:{mode}")
+            if new is None:
                 continue
-            new = json.loads(found[-1])
             rows = [row for row in rows if (row["model"], row["mode"]) != (model_name, mode)] + new
             print(write_outputs(rows, out), flush=True)
 
