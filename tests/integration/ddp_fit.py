@@ -3,10 +3,12 @@
 
 """Fit AAND or DSKD on the tiny dataset with Lightning DDP on CPU (gloo); run by ``test_distributed.py``.
 
-    python ddp_fit.py <AAND|DSKD> <devices> <dataset root> <out dir>
+    PYTHONPATH=tests python tests/integration/ddp_fit.py <AAND|DSKD> <devices> <dataset root> <out dir>
 
-Lightning's DDP launcher starts this script again for every other rank. Each rank writes its final weights to
-``<out>/rank<N>.pt``; rank 0 also writes ``<out>/losses.json`` (the last epoch's training losses).
+``tests`` on ``PYTHONPATH`` gives the shared ``helpers`` module, as pytest's ``pythonpath`` does for the tests.
+Lightning's DDP launcher starts this script again, in the same environment, for every other rank. Each rank writes
+its final weights to ``<out>/rank<N>.pt``; rank 0 also writes ``<out>/losses.json`` (the last epoch's training
+losses).
 """
 
 import json
@@ -20,8 +22,8 @@ from anomalib.engine import Engine
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from anomalib_kd_ext.models import AAND, DSKD
+from helpers import RESNET18
 
-RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 GLOBAL_BATCH = 4
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).with_name("ddp_fit.py")
+TESTS = Path(__file__).parents[1]  # on the script's PYTHONPATH for the shared `helpers` module
 # Per-process statistics: without SyncBatchNorm each process keeps its own batch-norm running mean and variance.
 PER_PROCESS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -24,6 +25,7 @@ PER_PROCESS = ("running_mean", "running_var", "num_batches_tracked")
 def _fit(name: str, devices: int, dataset: Path, out: Path) -> dict:
     out.mkdir(parents=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     result = subprocess.run(  # noqa: S603  # this interpreter running the test's own ddp_fit.py
         [sys.executable, str(SCRIPT), name, str(devices), str(dataset), str(out)],
         capture_output=True,

@@ -14,12 +14,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from anomalib_kd_ext.models import AAND
 from anomalib_kd_ext.models.aand.schedule import step_milestones
 
-RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 
-
-def _small_aand(**kwargs: object) -> AAND:
-    """Build an AAND on an untrained ResNet-18 with 64x64 inputs."""
-    return AAND(**RESNET18, pre_processor=AAND.configure_pre_processor(image_size=(64, 64)), **kwargs)
+def _small_aand(resnet18: dict, **kwargs: object) -> AAND:
+    """Build an AAND on the untrained ResNet-18 ``resnet18`` with 64x64 inputs."""
+    return AAND(**resnet18, pre_processor=AAND.configure_pre_processor(image_size=(64, 64)), **kwargs)
 
 
 class ParameterWatcher(Callback):
@@ -67,9 +65,9 @@ def _fit(model: AAND, dataset: Path, tmp_path: Path, callbacks: list[Callback]) 
     return engine
 
 
-def test_stage_switch_and_parameter_partition(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_stage_switch_and_parameter_partition(tiny_dataset: Path, tmp_path: Path, resnet18: dict) -> None:
     """Amplification trains only the RAA, distillation only the student; the checkpoint keeps both."""
-    model = _small_aand(amplification_epochs=2, distillation_epochs=1)
+    model = _small_aand(resnet18, amplification_epochs=2, distillation_epochs=1)
     assert model.trainer_arguments["max_epochs"] == 3
     watcher = ParameterWatcher()
     engine = _fit(model, tiny_dataset, tmp_path, [watcher])
@@ -87,10 +85,16 @@ def test_stage_switch_and_parameter_partition(tiny_dataset: Path, tmp_path: Path
     assert len(checkpoint["optimizer_states"]) == 2
 
 
-def test_learning_rate_steps_per_stage(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_learning_rate_steps_per_stage(tiny_dataset: Path, tmp_path: Path, resnet18: dict) -> None:
     """Each stage's learning rate decays at its own milestone, counted within that stage."""
     # Stage 1 of 2 epochs decays after epoch int(0.5*2)=1; stage 2 of 2 epochs decays after epoch 1 too.
-    model = _small_aand(amplification_epochs=2, distillation_epochs=2, lr_milestones=(0.5,), learning_rate=0.01)
+    model = _small_aand(
+        resnet18,
+        amplification_epochs=2,
+        distillation_epochs=2,
+        lr_milestones=(0.5,),
+        learning_rate=0.01,
+    )
     watcher = ParameterWatcher()
     _fit(model, tiny_dataset, tmp_path, [watcher])
     lrs = [epoch["lr"] for epoch in watcher.epochs]
@@ -101,9 +105,9 @@ def test_learning_rate_steps_per_stage(tiny_dataset: Path, tmp_path: Path) -> No
     assert lrs[3] == pytest.approx([0.002, 0.002])
 
 
-def test_raa_and_hkd_off_is_plain_reverse_distillation(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_raa_and_hkd_off_is_plain_reverse_distillation(tiny_dataset: Path, tmp_path: Path, resnet18: dict) -> None:
     """Without RAA and HKD only the distillation stage runs, logging the RD loss and no AAND loss."""
-    model = _small_aand(amplification_epochs=5, distillation_epochs=1, use_raa=False, use_hkd=False)
+    model = _small_aand(resnet18, amplification_epochs=5, distillation_epochs=1, use_raa=False, use_hkd=False)
     assert model.model.raa is None
     assert model.trainer_arguments["max_epochs"] == 1
     watcher = ParameterWatcher()
@@ -155,28 +159,28 @@ def test_step_milestones_match_multisteplr_with_float_milestones(epochs: int) ->
         ({"k_hard": 0}, "k_hard"),
     ],
 )
-def test_invalid_arguments(kwargs: dict, match: str) -> None:
+def test_invalid_arguments(kwargs: dict, match: str, resnet18: dict) -> None:
     """Each invalid constructor argument raises a ValueError naming it."""
     with pytest.raises(ValueError, match=match):
-        AAND(**RESNET18, **kwargs)
+        AAND(**resnet18, **kwargs)
 
 
-def test_unsupported_input_size_fails_at_construction() -> None:
+def test_unsupported_input_size_fails_at_construction(resnet18: dict) -> None:
     """An input size that is not a multiple of 32 is refused at construction."""
     with pytest.raises(ValueError, match="multiples of 32"):
-        AAND(**RESNET18, pre_processor=AAND.configure_pre_processor(image_size=(72, 72)))
+        AAND(**resnet18, pre_processor=AAND.configure_pre_processor(image_size=(72, 72)))
 
 
-def test_unsupported_input_size_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_unsupported_input_size_fails_before_training(tiny_dataset: Path, tmp_path: Path, resnet18: dict) -> None:
     """A pre-processor swapped in after construction is checked when fitting starts, before any step."""
-    model = AAND(**RESNET18)
+    model = AAND(**resnet18)
     model.pre_processor = AAND.configure_pre_processor(image_size=(72, 72))
     with pytest.raises(ValueError, match="multiples of 32"):
         _fit(model, tiny_dataset, tmp_path, [])
 
 
-def test_missing_texture_folder_fails_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_missing_texture_folder_fails_before_training(tiny_dataset: Path, tmp_path: Path, resnet18: dict) -> None:
     """A missing texture folder makes fitting fail with a FileNotFoundError naming it."""
-    model = _small_aand(texture_dir=str(tmp_path / "dtd_missing"))
+    model = _small_aand(resnet18, texture_dir=str(tmp_path / "dtd_missing"))
     with pytest.raises(FileNotFoundError, match="dtd_missing"):
         _fit(model, tiny_dataset, tmp_path, [])

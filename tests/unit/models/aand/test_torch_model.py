@@ -9,14 +9,12 @@ from anomalib.data import InferenceBatch
 
 from anomalib_kd_ext.models.aand.torch_model import AANDModel, downsample_mask
 
-RESNET18 = {"backbone": "resnet18", "layers": ("layer1", "layer2", "layer3"), "pre_trained": False}
-
 
 @pytest.fixture(scope="module")
-def model() -> AANDModel:
+def model(resnet18: dict) -> AANDModel:
     """An untrained ResNet-18 AAND model shared by the module's tests."""
     torch.manual_seed(0)
-    return AANDModel(**RESNET18)
+    return AANDModel(**resnet18)
 
 
 @pytest.mark.parametrize("size", [(256, 256), (320, 224), (64, 96)])

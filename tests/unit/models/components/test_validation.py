@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.models.components import check_range
 
-RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 NEGATIVE = st.floats(max_value=0, exclude_max=True, allow_nan=False) | NON_FINITE
 NON_POSITIVE = st.floats(max_value=0, allow_nan=False) | NON_FINITE
@@ -50,11 +49,11 @@ DSKD_INVALID = {
 @pytest.mark.parametrize(("model", "name"), [(AAND, n) for n in AAND_INVALID] + [(DSKD, n) for n in DSKD_INVALID])
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
-def test_invalid_argument_fails_at_construction(model: type, name: str, data: st.DataObject) -> None:
+def test_invalid_argument_fails_at_construction(model: type, name: str, data: st.DataObject, resnet18: dict) -> None:
     """Every invalid value of a checked argument raises a ValueError naming the argument."""
     value = data.draw((AAND_INVALID if model is AAND else DSKD_INVALID)[name], label=name)
     with pytest.raises(ValueError, match=re.escape(name)):
-        model(**RESNET18, **{name: value})
+        model(**resnet18, **{name: value})
 
 
 @pytest.mark.parametrize(
@@ -64,11 +63,11 @@ def test_invalid_argument_fails_at_construction(model: type, name: str, data: st
         ({"layers": ["layer1", "layer9"]}, "layer9"),
     ],
 )
-def test_arguments_that_depend_on_the_network(kwargs: dict, match: str) -> None:
+def test_arguments_that_depend_on_the_network(kwargs: dict, match: str, resnet18: dict) -> None:
     """Arguments checked against the network raise ValueError at construction."""
     pre_processor = AAND.configure_pre_processor(image_size=(64, 64))
     with pytest.raises(ValueError, match=match):
-        AAND(**{**RESNET18, **kwargs}, pre_processor=pre_processor)
+        AAND(**{**resnet18, **kwargs}, pre_processor=pre_processor)
 
 
 @given(value=st.floats(allow_nan=False, allow_infinity=False), low=st.floats(-10, 10), width=st.floats(0, 10))

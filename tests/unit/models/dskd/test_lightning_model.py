@@ -13,13 +13,11 @@ from lightning.pytorch import seed_everything
 
 from anomalib_kd_ext.models import DSKD
 
-RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 
-
-def test_one_epoch_trains_students_only(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_one_epoch_trains_students_only(tiny_dataset: Path, tmp_path: Path, resnet18: dict) -> None:
     """One epoch changes both students and the embedding but not the teacher; testing gives metrics."""
     seed_everything(0)
-    model = DSKD(**RESNET18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
+    model = DSKD(**resnet18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
     before = {name: p.detach().clone() for name, p in model.model.named_parameters()}
     datamodule = MVTecAD(root=tiny_dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
     engine = Engine(
@@ -40,10 +38,10 @@ def test_one_epoch_trains_students_only(tiny_dataset: Path, tmp_path: Path) -> N
     assert {"image_AUROC", "pixel_AUROC", "pixel_AUPRO"} <= set(metrics)
 
 
-def test_checkpoint_round_trip_with_weights_only(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_checkpoint_round_trip_with_weights_only(tiny_dataset: Path, tmp_path: Path, resnet18: dict) -> None:
     """A checkpoint reloads with weights_only and gives the same anomaly maps."""
     seed_everything(0)
-    model = DSKD(**RESNET18, df_source="both", pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
+    model = DSKD(**resnet18, df_source="both", pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
     datamodule = MVTecAD(root=tiny_dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, max_epochs=1, logger=False)
     engine.fit(model=model, datamodule=datamodule)
@@ -57,7 +55,7 @@ def test_checkpoint_round_trip_with_weights_only(tiny_dataset: Path, tmp_path: P
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"betas": (0.5,)}, "betas"), ({"student_weights": (1.0,)}, "student")])
-def test_invalid_arguments(kwargs: dict, match: str) -> None:
+def test_invalid_arguments(kwargs: dict, match: str, resnet18: dict) -> None:
     """Each invalid constructor argument raises a ValueError naming it."""
     with pytest.raises(ValueError, match=match):
-        DSKD(**RESNET18, **kwargs)
+        DSKD(**resnet18, **kwargs)

@@ -12,14 +12,12 @@ from anomalib_kd_ext.models.components import CosineAnomalyMap
 from anomalib_kd_ext.models.dskd.loss import DualStudentLoss, pyramid_matching_loss
 from anomalib_kd_ext.models.dskd.torch_model import DSKDModel
 
-RESNET18 = {"backbone": "resnet18", "layers": ("layer1", "layer2", "layer3"), "pre_trained": False}
-
 
 @pytest.mark.parametrize("df_source", ["student", "teacher", "both"])
 @pytest.mark.parametrize("size", [(256, 256), (320, 224)])
-def test_shapes_for_every_df_source(df_source: str, size: tuple[int, int]) -> None:
+def test_shapes_for_every_df_source(df_source: str, size: tuple[int, int], resnet18: dict) -> None:
     """Every DF source gives the expected training pyramids and full-size inference outputs."""
-    model = DSKDModel(**RESNET18, df_source=df_source)
+    model = DSKDModel(**resnet18, df_source=df_source)
     model.train()
     features = model(torch.rand(2, 3, *size))
     expected = [
@@ -48,10 +46,10 @@ def _grad_norms(model: DSKDModel, loss: torch.Tensor) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("detach", [False, True])
-def test_gradient_paths(detach: bool) -> None:
+def test_gradient_paths(detach: bool, resnet18: dict) -> None:
     """Students and embedding get gradients, the teacher none; Sd's loss reaches Se unless detached."""
     torch.manual_seed(0)
-    model = DSKDModel(**RESNET18, detach_encoder_student=detach).train()
+    model = DSKDModel(**resnet18, detach_encoder_student=detach).train()
     features = model(torch.rand(2, 3, 64, 64))
     losses = DualStudentLoss()(features)
     norms = _grad_norms(model, losses["loss"])
@@ -65,11 +63,11 @@ def test_gradient_paths(detach: bool) -> None:
     assert (decoder_only["encoder_student"] == 0) == detach
 
 
-def test_decoder_student_off_gives_encoder_only_map() -> None:
+def test_decoder_student_off_gives_encoder_only_map(resnet18: dict) -> None:
     """Without the decoder student, the map comes from the encoder student alone."""
     torch.manual_seed(0)
-    full = DSKDModel(**RESNET18).eval()
-    encoder_only = DSKDModel(**RESNET18, use_decoder_student=False).eval()
+    full = DSKDModel(**resnet18).eval()
+    encoder_only = DSKDModel(**resnet18, use_decoder_student=False).eval()
     encoder_only.load_state_dict(full.state_dict(), strict=False)
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -80,10 +78,10 @@ def test_decoder_student_off_gives_encoder_only_map() -> None:
     assert torch.allclose(output.anomaly_map, expected, atol=1e-6)
 
 
-def test_map_fuses_both_students() -> None:
+def test_map_fuses_both_students(resnet18: dict) -> None:
     """The map compares the doubled teacher features with the sum of both students' features."""
     torch.manual_seed(0)
-    model = DSKDModel(**RESNET18).eval()
+    model = DSKDModel(**resnet18).eval()
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         features = model.features(images)
@@ -92,9 +90,9 @@ def test_map_fuses_both_students() -> None:
         assert torch.allclose(model(images).anomaly_map, both, atol=1e-6)
 
 
-def test_encoder_student_off_with_teacher_source_is_reverse_distillation() -> None:
+def test_encoder_student_off_with_teacher_source_is_reverse_distillation(resnet18: dict) -> None:
     """Without the encoder student and with teacher DF source, only the decoder student runs."""
-    model = DSKDModel(**RESNET18, use_encoder_student=False, df_source="teacher").train()
+    model = DSKDModel(**resnet18, use_encoder_student=False, df_source="teacher").train()
     features = model(torch.rand(1, 3, 64, 64))
     assert features.encoder_student is None
     assert len(features.decoder_student) == 3
@@ -108,15 +106,15 @@ def test_encoder_student_off_with_teacher_source_is_reverse_distillation() -> No
         ({"df_source": "nobody"}, "df_source must be one of"),
     ],
 )
-def test_invalid_switch_combinations(kwargs: dict, match: str) -> None:
+def test_invalid_switch_combinations(kwargs: dict, match: str, resnet18: dict) -> None:
     """Invalid combinations of student switches and DF source raise ValueError."""
     with pytest.raises(ValueError, match=match):
-        DSKDModel(**RESNET18, **kwargs)
+        DSKDModel(**resnet18, **kwargs)
 
 
-def test_impossible_size() -> None:
+def test_impossible_size(resnet18: dict) -> None:
     """An input size that is not a multiple of 32 raises ValueError."""
-    model = DSKDModel(**RESNET18).eval()
+    model = DSKDModel(**resnet18).eval()
     with pytest.raises(ValueError, match="multiples of 32"):
         model(torch.rand(1, 3, 200, 200))
 
@@ -128,9 +126,9 @@ def test_missing_weights_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "tf_efficientnet_lite0"])
-def test_every_trainable_parameter_gets_a_gradient(backbone: str) -> None:
+def test_every_trainable_parameter_gets_a_gradient(backbone: str, resnet18: dict) -> None:
     """No unused parameters (distributed training refuses them): timm's unused EfficientNet blocks are pruned."""
-    layers = RESNET18["layers"] if backbone == "resnet18" else ["blocks.1", "blocks.2", "blocks.4"]
+    layers = resnet18["layers"] if backbone == "resnet18" else ["blocks.1", "blocks.2", "blocks.4"]
     model = DSKDModel(backbone=backbone, layers=layers, pre_trained=False).train()
     DualStudentLoss()(model(torch.rand(2, 3, 64, 64)))["loss"].backward()
     unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
