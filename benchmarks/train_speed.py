@@ -256,7 +256,8 @@ class StepProfiler(Callback):
             categories["outside ops (Python, Lightning, autograd)"] = max(record["wall_s"] - in_ops, 0.0)
             ops: dict[str, float] = {}
             for (name, depthwise), seconds in record["ops"].items():
-                ops[name + (" (depthwise)" if depthwise else "")] = ops.get(name, 0.0) + seconds
+                label = name + (" (depthwise)" if depthwise else "")
+                ops[label] = ops.get(label, 0.0) + seconds
             wall = record["wall_s"]
             result[stage] = {
                 "ms_per_step": round(1000 * wall / record["steps"], 1),
