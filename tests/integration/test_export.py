@@ -21,7 +21,7 @@ from anomalib.engine import Engine
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
-from anomalib_kd_ext.runtime import anomaly_map_tail
+from anomalib_kd_ext.runtime import anomaly_map_tail, input_convolutions
 from helpers import RESNET18, needs_tmpfs, on_small_disk
 
 # FP32 export against torch eager, after post-processing (values in [0, 1]).
@@ -153,6 +153,18 @@ def test_fp16_and_int8_openvino(trained: dict, tiny_dataset: Path) -> None:
     decoder = [op.get_friendly_name() for op in quantised.get_ops() if op.get_type_name() == "ConvolutionBackpropData"]
     assert decoder, "the reverse student's transposed convolutions are missing from the graph"
     assert not tail.intersection(decoder), sorted(tail.intersection(decoder))
+    # The networks' stems (first convolutions on the normalised image) stay FP32: one per network that reads it.
+    stems = input_convolutions(quantised)
+    assert len(stems) == (2 if isinstance(model, DSKD) else 1), stems
+    inputs_of = {
+        op.get_friendly_name(): {source.get_source_output().get_node().get_type_name() for source in op.inputs()}
+        for op in quantised.get_ops()
+    }
+    assert all("FakeQuantize" not in inputs_of[stem] for stem in stems), {stem: inputs_of[stem] for stem in stems}
+    quantised_convolutions = [
+        name for name, sources in inputs_of.items() if "FakeQuantize" in sources and name not in tail
+    ]
+    assert quantised_convolutions, "nothing of the networks was quantised"
 
 
 def test_static_input_size(trained: dict) -> None:

@@ -16,7 +16,7 @@ from .data_checks import (
     check_test_set,
     show_uncaught_briefly,
 )
-from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, staged_export
+from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, input_convolutions, staged_export
 from .module import PluginRuntime
 from .resume import attached_trainer, capture_random_state, restore_random_state
 
@@ -35,6 +35,7 @@ __all__ = [
     "check_image_files",
     "check_mask_folders",
     "check_test_set",
+    "input_convolutions",
     "restore_random_state",
     "show_uncaught_briefly",
     "staged_export",

@@ -93,6 +93,33 @@ def anomaly_map_tail(model: "ov.Model") -> list[str]:
     return [name for name in tail.values() if name]
 
 
+def input_convolutions(model: "ov.Model") -> list[str]:
+    """Names of the first convolutions on every path from the image input of ``model`` (the networks' stems).
+
+    The stem sees the normalised image; quantised to 8 bits, its error reaches every feature level of the teacher,
+    which the student does not reproduce, so it shows up in the anomaly map. Measured on AAND (battery weld, 30 + 30
+    epochs): NNCF's accuracy-controlled quantisation, asked to keep the map within 5 % of FP32 on held-out training
+    images, reverted this one convolution of 98 quantised operations, and the map's mean error fell from 18 % to 2 %.
+    """
+    pending = [
+        target.get_node() for parameter in model.get_parameters() for target in parameter.output(0).get_target_inputs()
+    ]
+    seen: set[str] = set()
+    stems: dict[str, str] = {}
+    while pending:
+        op = pending.pop()
+        if op.get_name() in seen:
+            continue
+        seen.add(op.get_name())
+        if op.get_type_name() in {"Convolution", "GroupConvolution"}:
+            stems[op.get_name()] = op.get_friendly_name()
+            continue
+        if op.get_type_name() == "ShapeOf":  # a shape computation, not a path of the image's values
+            continue
+        pending.extend(target.get_node() for output in op.outputs() for target in output.get_target_inputs())
+    return [name for name in stems.values() if name]
+
+
 @contextmanager
 def staged_export(export_root: Path | str, export_type: ExportType) -> Iterator[Path]:
     """Export into a temporary root; move the files into ``export_root/weights/<format>`` only once all are written.
@@ -202,5 +229,8 @@ class GuardedExportMixin(QuantizeNetworksOnlyAdapter):
 
     @staticmethod
     def ignored_scope(model: "ov.Model") -> list[str]:
-        """Under INT8 post-training quantisation, the anomaly-map tail stays in FP32 (see the module docstring)."""
-        return anomaly_map_tail(model)
+        """Under INT8 post-training quantisation, the anomaly-map tail and the networks' stems stay in FP32.
+
+        See the module docstring and :func:`input_convolutions`.
+        """
+        return anomaly_map_tail(model) + input_convolutions(model)
