@@ -12,7 +12,9 @@ Ground-truth masks are resized (nearest) to the map size, as anomalib's pre-proc
 
 Datasets as in the grid (``--dataset mvtec:<category>``, ``battery_weld``, ``folder:<name>=<root>``; default
 ``mvtec:bottle``). ``NAME`` of ``--ckpt`` is one of AAND, RD (the grid's AAND with RAA and HKD off), DSKD, Stfpm.
-Prints and saves image AUROC, pixel AUROC and the drift of each export from torch to
+Prints and saves image AUROC, pixel AUROC and the drift of each export from torch, and ``heldout_map_error``: the
+mean absolute difference of the export's anomaly maps from torch's on the training images INT8 was not calibrated on,
+relative to the maps' mean (a fidelity number that needs no test label), to
 ``benchmarks/results/int8_accuracy_<category>.csv`` (rows of other checkpoints from earlier runs are kept).
 Examples (run from the repository root; checkpoints from the ablation benchmarks and the 30-epoch grid's work dir):
 
@@ -70,6 +72,25 @@ def evaluate(predict: Callable[[torch.Tensor], dict], datamodule: AnomalibDataMo
     return {"image_AUROC": float(image_auroc.compute()), "pixel_AUROC": float(pixel_auroc.compute())}
 
 
+def map_error(
+    predict: Callable[[torch.Tensor], dict],
+    batches: list[torch.Tensor],
+    reference: list[torch.Tensor],
+) -> float | None:
+    """Mean absolute difference of ``predict``'s anomaly maps from ``reference``'s, relative to their mean magnitude.
+
+    Measured on training images that INT8 was not calibrated on: a fidelity number that needs no test label.
+    """
+    if not batches:
+        return None
+    difference = sum(
+        float((predict(images)["anomaly_map"].reshape(ref.shape) - ref).abs().sum())
+        for images, ref in zip(batches, reference, strict=True)
+    )
+    magnitude = sum(float(ref.abs().sum()) for ref in reference)
+    return round(difference / magnitude, 4)
+
+
 def openvino_predictor(path: Path) -> Callable[[torch.Tensor], dict]:
     """Raw image batch → outputs of a compiled OpenVINO model, as tensors."""
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -109,6 +130,9 @@ def main() -> None:
         val_split_mode="from_train",
         val_split_ratio=args.calibration_ratio,
     )
+    calibration.setup("fit")
+    # The training images INT8 is not calibrated on: how far each export's maps are from torch's there, no labels used
+    heldout = [batch.image for batch in calibration.train_dataloader()]
     rows = []
     for item in args.ckpt:
         name, _, path = item.partition("=")
@@ -138,10 +162,13 @@ def main() -> None:
                 )
                 variants[label] = openvino_predictor(xml)
             reference = None
+            reference_maps = [torch_predict(images)["anomaly_map"] for images in heldout]
             for label, predict in variants.items():
                 row = {"model": name, "checkpoint": path, "category": category, "variant": label}
                 row["int8_calibration_share"] = args.calibration_ratio
-                row |= evaluate(predict, datamodule) | {"hardware": hardware()}
+                row |= evaluate(predict, datamodule)
+                row["heldout_map_error"] = map_error(predict, heldout, reference_maps)
+                row["hardware"] = hardware()
                 reference = reference or row  # torch FP32, the first variant
                 for metric in ("image_AUROC", "pixel_AUROC"):
                     row[f"{metric}_drift"] = round(row[metric] - reference[metric], 4)
