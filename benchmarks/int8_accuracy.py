@@ -14,7 +14,8 @@ Datasets as in the grid (``--dataset mvtec:<category>``, ``battery_weld``, ``fol
 ``mvtec:bottle``). ``NAME`` of ``--ckpt`` is one of AAND, RD (the grid's AAND with RAA and HKD off), DSKD, Stfpm.
 Prints and saves image AUROC, pixel AUROC and the drift of each export from torch, and ``heldout_map_error``: the
 mean absolute difference of the export's anomaly maps from torch's on the training images INT8 was not calibrated on,
-relative to the maps' mean (a fidelity number that needs no test label), to
+relative to the maps' mean (a fidelity number that needs no test label); ``score_change`` and ``close_pairs`` (see
+:func:`close_pairs`) say how many test pairs the export's score changes can reorder. All go to
 ``benchmarks/results/int8_accuracy_<category>.csv`` (rows of other checkpoints from earlier runs are kept).
 Examples (run from the repository root; checkpoints from the ablation benchmarks and the 30-epoch grid's work dir):
 
@@ -53,6 +54,7 @@ def evaluate(predict: Callable[[torch.Tensor], dict], datamodule: AnomalibDataMo
     """Image and pixel AUROC of ``predict`` (raw image batch → anomalib outputs) on the test split."""
     image_auroc = AUROC(fields=["pred_score", "gt_label"], prefix="image_")
     pixel_auroc = AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False)
+    scores, labels = [], []
     for batch in datamodule.test_dataloader():
         outputs = predict(batch.image)
         anomaly_map = outputs["anomaly_map"].reshape(len(batch.image), *outputs["anomaly_map"].shape[-2:])
@@ -69,7 +71,28 @@ def evaluate(predict: Callable[[torch.Tensor], dict], datamodule: AnomalibDataMo
         )
         image_auroc.update(scored)
         pixel_auroc.update(scored)
-    return {"image_AUROC": float(image_auroc.compute()), "pixel_AUROC": float(pixel_auroc.compute())}
+        scores.append(scored.pred_score)
+        labels.append(batch.gt_label)
+    return {
+        "image_AUROC": float(image_auroc.compute()),
+        "pixel_AUROC": float(pixel_auroc.compute()),
+        "scores": torch.cat(scores),
+        "labels": torch.cat(labels).bool(),
+    }
+
+
+def close_pairs(reference: dict, scores: torch.Tensor) -> dict:
+    """How far an export's image scores moved from ``reference``'s, and how many pairs that can reorder.
+
+    ``score_change``: mean absolute change of the test images' scores; ``close_pairs``: the share of (normal,
+    anomalous) test pairs whose reference scores are closer than that change, i.e. the pairs whose order, and so
+    image AUROC, a change of that size can flip.
+    """
+    change = float((scores - reference["scores"]).abs().mean())
+    normal = reference["scores"][~reference["labels"]]
+    anomalous = reference["scores"][reference["labels"]]
+    gaps = (anomalous[:, None] - normal[None, :]).abs()
+    return {"score_change": round(change, 5), "close_pairs": round(float((gaps < change).float().mean()), 4)}
 
 
 def map_error(
@@ -161,15 +184,19 @@ def main() -> None:
                     onnx_kwargs={"opset_version": 18},
                 )
                 variants[label] = openvino_predictor(xml)
-            reference = None
+            reference, reference_scores = None, None
             reference_maps = [torch_predict(images)["anomaly_map"] for images in heldout]
             for label, predict in variants.items():
                 row = {"model": name, "checkpoint": path, "category": category, "variant": label}
                 row["int8_calibration_share"] = args.calibration_ratio
-                row |= evaluate(predict, datamodule)
+                result = evaluate(predict, datamodule)
+                scores = {key: result.pop(key) for key in ("scores", "labels")}
+                row |= result
                 row["heldout_map_error"] = map_error(predict, heldout, reference_maps)
                 row["hardware"] = hardware()
                 reference = reference or row  # torch FP32, the first variant
+                reference_scores = reference_scores or scores
+                row |= close_pairs(reference_scores, scores["scores"])
                 for metric in ("image_AUROC", "pixel_AUROC"):
                     row[f"{metric}_drift"] = round(row[metric] - reference[metric], 4)
                 rows.append(row)
