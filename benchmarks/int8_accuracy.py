@@ -137,6 +137,20 @@ def main() -> None:
         default=0.5,
         help="share of the training images INT8 is calibrated on (default 0.5)",
     )
+    parser.add_argument(
+        "--int8-studies",
+        nargs="*",
+        default=[],
+        choices=["tail-only", "accuracy-control"],
+        help="extra INT8 rows: 'tail-only' (only the anomaly-map tail in FP32, the stems quantised, as before the "
+        "stems rule) and 'accuracy-control' (NNCF's quantize_with_accuracy_control, held-out map error as its metric)",
+    )
+    parser.add_argument(
+        "--max-map-error",
+        type=float,
+        default=0.05,
+        help="accuracy-control: largest held-out map error NNCF may leave (default 0.05)",
+    )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     dataset, category, root = grid.parse_dataset(args.dataset, args)
@@ -184,8 +198,12 @@ def main() -> None:
                     onnx_kwargs={"opset_version": 18},
                 )
                 variants[label] = openvino_predictor(xml)
-                if compression is None and "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-                    variants["OpenVINO BF16"] = openvino_predictor(xml, "bf16")  # the FP32 IR run in bfloat16
+                if compression is None:
+                    fp32_xml = xml
+                    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+                        variants["OpenVINO BF16"] = openvino_predictor(xml, "bf16")  # the FP32 IR run in bfloat16
+            for label, study in int8_studies(model, fp32_xml, calibration, heldout, args).items():
+                variants[label] = openvino_predictor(study)
             reference, reference_scores = None, None
             reference_maps = [torch_predict(images)["anomaly_map"] for images in heldout]
             for label, predict in variants.items():
@@ -204,6 +222,63 @@ def main() -> None:
                 rows.append(row)
                 print(row, flush=True)
         save_merged(rows, Path(args.out), f"int8_accuracy_{category}")
+
+
+def int8_studies(
+    model: torch.nn.Module,
+    fp32_xml: Path,
+    calibration: AnomalibDataModule,
+    heldout: list[torch.Tensor],
+    args: argparse.Namespace,
+) -> dict[str, Path]:
+    """The INT8 variants of ``--int8-studies``, quantised from the FP32 IR with NNCF; label -> model.xml."""
+    import nncf
+
+    from anomalib_kd_ext.runtime import anomaly_map_tail
+
+    studies: dict[str, Path] = {}
+    core = ov.Core()
+    calibration_set = nncf.Dataset([batch.image.numpy() for batch in calibration.val_dataloader()])
+    own_scope = getattr(type(model), "ignored_scope", lambda _: [])
+    if "tail-only" in args.int8_studies:
+        fp32 = core.read_model(str(fp32_xml))
+        scope = nncf.IgnoredScope(names=anomaly_map_tail(fp32), validate=False)
+        quantised = nncf.quantize(fp32, calibration_set, ignored_scope=scope)
+        studies["OpenVINO INT8 PTQ, only the tail FP32"] = save_ir(quantised, fp32_xml, "tail")
+    if "accuracy-control" in args.int8_studies:
+        fp32 = core.read_model(str(fp32_xml))
+        compiled = core.compile_model(fp32, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        images = [batch.numpy() for batch in heldout]
+        reference = [np.asarray(compiled(image)[compiled.output("anomaly_map")]) for image in images]
+        scale = float(np.mean([np.abs(maps).mean() for maps in reference]))
+
+        def fidelity(candidate: ov.CompiledModel, data: list) -> tuple[float, list[float]]:
+            errors = [
+                float(np.abs(np.asarray(candidate(image)[candidate.output("anomaly_map")]) - maps).mean() / scale)
+                for image, maps in zip(data, reference, strict=True)
+            ]
+            return 1 - float(np.mean(errors)), [1 - error for error in errors]
+
+        quantised = nncf.quantize_with_accuracy_control(
+            fp32,
+            calibration_set,
+            nncf.Dataset(images),
+            validation_fn=fidelity,
+            max_drop=args.max_map_error,
+            drop_type=nncf.DropType.ABSOLUTE,
+            ignored_scope=nncf.IgnoredScope(names=own_scope(fp32), validate=False),
+        )
+        label = f"OpenVINO INT8 accuracy control, map error <= {args.max_map_error}"
+        studies[label] = save_ir(quantised, fp32_xml, "accuracy_control")
+    return studies
+
+
+def save_ir(model: ov.Model, beside: Path, name: str) -> Path:
+    """Save ``model`` as ``<name>/model.xml`` next to the folder of ``beside``; return its path."""
+    path = beside.parent.parent / name / "model.xml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(path))
+    return path
 
 
 def save_merged(rows: list[dict], out: Path, stem: str) -> None:
