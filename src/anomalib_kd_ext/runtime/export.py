@@ -93,17 +93,21 @@ def anomaly_map_tail(model: "ov.Model") -> list[str]:
     return [name for name in tail.values() if name]
 
 
-def input_convolutions(model: "ov.Model") -> list[str]:
-    """Names of the first convolutions on every path from the image input of ``model`` (the networks' stems).
+# Operations that end a walk from the image: the networks' first weighted layers (a stem is one of them).
+STEM_TYPES = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul"}
 
-    The stem sees the normalised image; quantised to 8 bits, its error reaches every feature level of the teacher,
-    which the student does not reproduce, so it shows up in the anomaly map. Measured on AAND (battery weld, 30 + 30
-    epochs): NNCF's accuracy-controlled quantisation, asked to keep the map within 5 % of FP32 on held-out training
-    images, reverted this one convolution of 98 quantised operations, and the map's mean error fell from 18 % to 2 %.
+
+def input_convolutions(model: "ov.Model") -> list[str]:
+    """Names of the first weighted layers on every path from the image input of ``model`` (the networks' stems).
+
+    The walk starts at the model's first input (the image), follows the paths of its values (not the shape
+    computations that start at ``ShapeOf``) and stops at the first convolution or MatMul of each path. The stem sees
+    the normalised image; quantised to 8 bits, its error reaches every feature level of the teacher, which the student
+    does not reproduce, so it shows up in the anomaly map. Measured with ``python -m benchmarks int8-accuracy
+    --int8-studies tail-only accuracy-control`` (docs/deployment.md): NNCF's accuracy-controlled quantisation of AAND
+    returned only this convolution to FP32 to hold the held-out map error within 5 %.
     """
-    pending = [
-        target.get_node() for parameter in model.get_parameters() for target in parameter.output(0).get_target_inputs()
-    ]
+    pending = [target.get_node() for target in model.inputs[0].get_node().output(0).get_target_inputs()]
     seen: set[str] = set()
     stems: dict[str, str] = {}
     while pending:
@@ -111,7 +115,7 @@ def input_convolutions(model: "ov.Model") -> list[str]:
         if op.get_name() in seen:
             continue
         seen.add(op.get_name())
-        if op.get_type_name() in {"Convolution", "GroupConvolution"}:
+        if op.get_type_name() in STEM_TYPES:
             stems[op.get_name()] = op.get_friendly_name()
             continue
         if op.get_type_name() == "ShapeOf":  # a shape computation, not a path of the image's values
