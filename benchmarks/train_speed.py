@@ -192,9 +192,11 @@ def op_category(name: str, depthwise: bool) -> str:
     return "other aten ops"
 
 
-def is_depthwise(shapes: list) -> bool:
-    """Whether a convolution op's input shapes hold a depthwise kernel (``[C, 1, k, k]``, ``C > 1``, ``k > 1``)."""
-    return any(len(shape) == 4 and shape[0] > 1 and shape[1] == 1 and 1 < shape[2] <= 7 for shape in shapes if shape)
+def is_depthwise(name: str, shapes: list) -> bool:
+    """Whether a convolution op's weight (its 2nd input; 3rd of a backward op) is depthwise, ``[C, 1, k, k]``."""
+    index = 2 if "backward" in name else 1
+    weight = shapes[index] if len(shapes) > index else []
+    return len(weight) == 4 and weight[0] > 1 and weight[1] == 1 and weight[2] > 1
 
 
 class StepProfiler(Callback):
@@ -263,7 +265,9 @@ class StepProfiler(Callback):
     ) -> None:
         """Stop the profiler and add the step's op times to its stage."""
         del trainer, pl_module, outputs, batch, batch_idx
-        wall = time.perf_counter() - self._start
+        wall = time.perf_counter() - self._start  # before stopping the profiler: its trace processing is not the step
+        if not self._plain and self._profiler is None:
+            return
         record = self.records.setdefault(
             self._stage,
             {"steps": 0, "wall_s": 0.0, "plain_wall_s": 0.0, "synthesis_s": 0.0, "ops": {}},
@@ -271,14 +275,12 @@ class StepProfiler(Callback):
         if self._plain:
             record["plain_wall_s"] += wall
             record["synthesis_s"] += self._synthesis
-        if self._profiler is None:
             return
         self._profiler.stop()
-        wall = time.perf_counter() - self._start
         record["steps"] += 1
         record["wall_s"] += wall
         for event in self._profiler.key_averages(group_by_input_shape=True):
-            key = (event.key, is_depthwise(event.input_shapes))
+            key = (event.key, "conv" in event.key and is_depthwise(event.key, event.input_shapes))
             record["ops"][key] = record["ops"].get(key, 0.0) + event.self_cpu_time_total / 1e6
         self._profiler = None
 
@@ -286,6 +288,8 @@ class StepProfiler(Callback):
         """Per stage: ms per step, and the share of step time of each category and of the 8 largest ops."""
         result = {}
         for stage, record in self.records.items():
+            if not record["steps"]:
+                continue
             categories: dict[str, float] = {}
             for (name, depthwise), seconds in record["ops"].items():
                 label = op_category(name, depthwise)
