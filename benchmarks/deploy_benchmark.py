@@ -356,13 +356,17 @@ def fp32_share(profile: dict[str, float]) -> float:
     return sum(ms for key, ms in profile.items() if "f32" in key.split("[")[-1]) / total if total else 0.0
 
 
-def export_openvino(model: torch.nn.Module, directory: Path) -> tuple[Path, Path]:
-    """FP32 IR through anomalib's exporter, and an INT8 IR quantised by NNCF on random calibration images.
+def export_openvino(model: torch.nn.Module, directory: Path) -> tuple[Path, Path, Path | None]:
+    """FP32 IR through anomalib's exporter, and INT8 IRs quantised by NNCF on random calibration images.
 
-    INT8 leaves out what the model's own ``INT8_PTQ`` export leaves out (``ignored_scope``: the anomaly-map tail of
-    AAND and DSKD), so the timed graph is the one users get; anomalib's models are quantised whole, as anomalib does.
+    INT8 leaves out what the model's own ``INT8_PTQ`` export leaves out (``ignored_scope``: the anomaly-map tail and
+    the stems of AAND and DSKD), so the timed graph is the one users get; anomalib's models are quantised whole, as
+    anomalib does. For models with their own scope a second INT8 IR leaves out the tail only (the stems quantised),
+    to time what keeping the stems in FP32 costs; ``None`` for the others.
     """
     import nncf
+
+    from anomalib_kd_ext.runtime import anomaly_map_tail
 
     fp32 = model.to_openvino(directory / "fp32", onnx_kwargs={"opset_version": 18})
     rng = np.random.default_rng(0)
@@ -378,7 +382,19 @@ def export_openvino(model: torch.nn.Module, directory: Path) -> tuple[Path, Path
     int8 = directory / "int8" / "model.xml"
     int8.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(int8_model, str(int8))
-    return fp32, int8
+    if not ignored:
+        return fp32, int8, None
+    fp32_model = ov.Core().read_model(str(fp32))
+    tail_only = nncf.quantize(
+        fp32_model,
+        nncf.Dataset(samples),
+        subset_size=16,
+        ignored_scope=nncf.IgnoredScope(names=anomaly_map_tail(fp32_model), validate=False),
+    )
+    int8_tail = directory / "int8_tail_only" / "model.xml"
+    int8_tail.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(tail_only, str(int8_tail))
+    return fp32, int8, int8_tail
 
 
 def main() -> None:
@@ -410,7 +426,7 @@ def main() -> None:
                 "image_size": IMAGE_SIZE,
                 **torch_numbers(model, args.repeats),
             }
-            fp32, int8 = export_openvino(model, work / re.sub(r"\W+", "_", name))
+            fp32, int8, int8_tail = export_openvino(model, work / re.sub(r"\W+", "_", name))
             variants = [
                 ("ov_fp32", fp32, "f32", "f32"),
                 *([("ov_bf16", fp32, "bf16", "bf16")] if bf16 else []),
@@ -422,8 +438,10 @@ def main() -> None:
                 f"{prefix}_dynamic_batch": (ov.Core().read_model(str(path)), "f32")
                 for prefix, path in (("ov_fp32", fp32), ("ov_int8", int8))
             }
-            latencies = interleaved_latency_ms(models | dynamic, args.repeats)
-            for key in dynamic:
+            # INT8 with the stems quantised too (only the tail in FP32): what the stems rule costs
+            tail_only = {"ov_int8_tail_only": (static_model(int8_tail), "f32")} if int8_tail else {}
+            latencies = interleaved_latency_ms(models | dynamic | tail_only, args.repeats)
+            for key in [*dynamic, *tail_only]:
                 row[f"{key}_latency_ms"] = round(latencies[key], 1)
             for prefix, _, hint, peak in variants:
                 profile, throughput = openvino_profile_and_throughput(models[prefix][0], hint, args.repeats)
