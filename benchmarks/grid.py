@@ -351,38 +351,53 @@ def mean_std(values: list[float], digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def summarise(rows: list[dict], out: Path) -> str:
-    """Write ``grid.md`` (mean ± std over seeds per model and dataset) and ``grid.png``; return the Markdown."""
+def groups_of(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Rows grouped by (``dataset/category``, model); the model carries its budget when the rows mix budgets."""
     groups: dict[tuple[str, str], list[dict]] = {}
     several_budgets = len({row["epochs"] for row in rows}) > 1  # e.g. a learning-curve run: one group per budget
     for row in rows:
         model = f"{row['model']} ({row['epochs']} epochs)" if several_budgets else row["model"]
         groups.setdefault((row["dataset"] + "/" + row["category"], model), []).append(row)
+    return groups
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    """The main table of ``grid.md``: mean ± std over seeds of every metric per dataset and model."""
+    lines = [
+        "| dataset | model | seeds | " + " | ".join(METRICS) + " | train s | peak MB | ms/image |",
+        "|---|---|---|" + "---|" * (len(METRICS) + 3),
+    ]
+    for (dataset, model), group in sorted(groups_of(rows).items()):
+        cells = [mean_std([row[metric] for row in group]) for metric in METRICS]
+        extra = [mean_std([row[key] for row in group], 0) for key in ("train_seconds", "peak_memory_MB")]
+        speed = mean_std([row["inference_ms_per_image"] for row in group], 1)
+        lines.append(f"| {dataset} | {model} | {len(group)} | " + " | ".join([*cells, *extra, speed]) + " |")
+    return lines
+
+
+def render_summary(rows: list[dict], out: Path) -> str:
+    """The Markdown of ``grid.md`` for ``rows`` (curves read from ``out/curves``)."""
     first = rows[0]
+    several_budgets = len({row["epochs"] for row in rows}) > 1
     header = (
         f"Teacher {first['teacher']}, {first['image_size']} px, batch {first['batch_size']}, "
         f"{'per-row' if several_budgets else first['epochs']} epochs "
         f"(AAND: per stage), hardware {first['hardware']}. "
         f"Mean ± std over seeds {sorted({row['seed'] for row in rows})}."
     )
-    lines = [
-        header,
-        "",
-        "| dataset | model | seeds | " + " | ".join(METRICS) + " | train s | peak MB | ms/image |",
-        "|---|---|---|" + "---|" * (len(METRICS) + 3),
-    ]
-    for (dataset, model), group in sorted(groups.items()):
-        cells = [mean_std([row[metric] for row in group]) for metric in METRICS]
-        extra = [mean_std([row[key] for row in group], 0) for key in ("train_seconds", "peak_memory_MB")]
-        speed = mean_std([row["inference_ms_per_image"] for row in group], 1)
-        lines.append(f"| {dataset} | {model} | {len(group)} | " + " | ".join([*cells, *extra, speed]) + " |")
+    lines = [header, "", *summary_table(rows)]
     if targets := target_lines(rows):
         lines += ["", *targets]
-    if curves := curve_lines(groups, out):
+    if curves := curve_lines(groups_of(rows), out):
         lines += ["", *curves]
-    markdown = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def summarise(rows: list[dict], out: Path) -> str:
+    """Write ``grid.md`` (mean ± std over seeds per model and dataset) and ``grid.png``; return the Markdown."""
+    markdown = render_summary(rows, out)
     (out / "grid.md").write_text(markdown)
-    plot(groups, out / "grid.png")
+    plot(groups_of(rows), out / "grid.png")
     return markdown
 
 
