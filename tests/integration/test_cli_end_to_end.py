@@ -213,6 +213,8 @@ def exported(trained: dict) -> Path:
     return next(export_root.rglob("model.xml"))
 
 
+# DSKD's OpenVINO export is checked against torch in test_export.py; here anomalib's export command, the same for both.
+@pytest.mark.second_model_slow
 def test_openvino_export_matches_torch(trained: dict, exported: Path, tiny_dataset: Path) -> None:
     """The OpenVINO export gives the checkpoint's maps and scores, and its decisions away from the threshold."""
     import openvino as ov
@@ -236,6 +238,7 @@ def test_openvino_export_matches_torch(trained: dict, exported: Path, tiny_datas
     assert np.array_equal(outputs["pred_label"][clear], expected.pred_label.numpy()[clear])
 
 
+@pytest.mark.second_model_slow  # the folder scorer reads every export the same way
 def test_deploy_command_scores_test_folder(trained: dict, exported: Path, tiny_dataset: Path) -> None:
     """`python -m anomalib_kd_ext.deploy` on the exported model gives the OpenVINO model's own scores."""
     import openvino as ov
@@ -260,14 +263,13 @@ def test_deploy_command_scores_test_folder(trained: dict, exported: Path, tiny_d
         assert (output / "overlays" / path.relative_to(test_dir)).with_suffix(".png").is_file()
 
 
+@pytest.mark.second_model_slow  # anomalib's predict path is the same for both models
 def test_anomalib_predict_reads_the_checkpoint_not_an_export(trained: dict, exported: Path, tiny_dataset: Path) -> None:
     """`anomalib predict` scores a folder from the Lightning checkpoint; an exported model.xml is refused.
 
     anomalib's `predict` restores a Lightning checkpoint (`torch.load`); exported models are read by anomalib's
     inferencers (`anomalib.deploy`) or the plugin's folder scorer, as docs/deployment.md says.
     """
-    if trained["name"] == "DSKD":
-        pytest.skip("anomalib's predict path is the same for both models; run for AAND only")
     test_dir = tiny_dataset / "tiny" / "test" / "good"
     out = trained["work"] / "predict"
     run_anomalib(

@@ -165,6 +165,7 @@ def test_fp16_and_int8_openvino(trained: dict, tiny_dataset: Path) -> None:
     assert all("FakeQuantize" in inputs_of[name] for name in decoder), {name: inputs_of[name] for name in decoder}
 
 
+@pytest.mark.second_model_slow  # the input size is anomalib's export argument, the same for both models
 def test_static_input_size(trained: dict) -> None:
     """``input_size`` exports a model with that fixed height and width."""
     import openvino as ov
@@ -245,6 +246,7 @@ def test_anomalib_inferencers_match_the_folder_scorer(
             assert np.abs(anomaly_map - expected["anomaly_map"]).max() <= FP32_TOLERANCE, (name, path.name)
 
 
+@pytest.mark.second_model_slow  # the heuristic is anomalib's pre-processing, the same for every model
 def test_openvino_inferencer_divides_images_above_one_by_255(trained: dict, tiny_dataset: Path) -> None:
     """Pins anomalib's heuristic: a float image whose maximum is above 1.0 is divided by 255.
 
@@ -253,8 +255,6 @@ def test_openvino_inferencer_divides_images_above_one_by_255(trained: dict, tiny
 
     One model is enough: the heuristic is the inferencer's, before any model runs.
     """
-    if type(trained["model"]) is not AAND:
-        pytest.skip("run for AAND only: the heuristic is anomalib's pre-processing, the same for every model")
     from anomalib.deploy import OpenVINOInferencer
 
     from anomalib_kd_ext.deploy import OpenVINOScorer
@@ -277,6 +277,7 @@ def test_openvino_inferencer_divides_images_above_one_by_255(trained: dict, tiny
     assert np.abs(anomaly_map(bumped) - reference).max() > 10 * FP32_TOLERANCE
 
 
+@pytest.mark.second_model_slow  # the staged export is shared, and each run costs two exports
 def test_full_disk_during_export_keeps_the_previous_export(
     trained: dict,
     tmp_path: Path,
@@ -286,8 +287,6 @@ def test_full_disk_during_export_keeps_the_previous_export(
 
     One model is enough (the staged export is the models' shared mixin); the real-tmpfs variant below runs DSKD.
     """
-    if type(trained["model"]) is not AAND:
-        pytest.skip("run for AAND only: the staged export is shared, and each run costs two exports")
     import openvino as ov
 
     engine, model = trained["engine"], trained["model"]
