@@ -26,7 +26,7 @@ from benchmarks import grid
 
 RESULTS = Path("benchmarks/results")
 DOCUMENTS = ["README.md", "docs/*.md", "src/anomalib_kd_ext/models/*/README.md"]
-MARKED = re.compile(r"(<!-- table: (?P<name>[\w-]+) (?P<source>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+MARKED = re.compile(r"(<!-- table: (?P<name>[\w-]+) (?P<source>[\w./-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 DASH = "–"  # noqa: RUF001  # en dash: the empty cell of every table
 
 
