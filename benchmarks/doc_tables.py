@@ -307,6 +307,10 @@ def render_document(text: str, where: str) -> str:
             raise ValueError(msg)
         return match[1] + RENDERERS[name](source) + match[5]
 
+    opened, matched = len(re.findall(r"^<!-- table:", text, re.M)), len(MARKED.findall(text))
+    if opened != matched or any("<!-- table:" in match["body"] for match in MARKED.finditer(text)):
+        msg = f"{where}: a '<!-- table: NAME SOURCE -->' marker without its own '<!-- /table -->' (or malformed)"
+        raise ValueError(msg)
     return MARKED.sub(replace, text)
 
 
@@ -331,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks tables", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a table is out of date")
     args = parser.parse_args(argv)
+    if not RESULTS.is_dir():
+        msg = f"no {RESULTS} here: run from the repository root (the tables read the results and docs relative to it)"
+        raise SystemExit(msg)
     changes = outdated()
     for path, text in changes.items():
         if args.check:

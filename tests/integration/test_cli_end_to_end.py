@@ -213,7 +213,8 @@ def exported(trained: dict) -> Path:
     return next(export_root.rglob("model.xml"))
 
 
-# DSKD's OpenVINO export is checked against torch in test_export.py; here anomalib's export command, the same for both.
+# DSKD's OpenVINO export is checked against torch in test_export.py (ResNet-18) and exported with Lite0 in
+# test_model_contract.py; here anomalib's export command, the same for both models.
 @pytest.mark.second_model_slow
 def test_openvino_export_matches_torch(trained: dict, exported: Path, tiny_dataset: Path) -> None:
     """The OpenVINO export gives the checkpoint's maps and scores, and its decisions away from the threshold."""

@@ -63,3 +63,19 @@ def test_unknown_table_and_missing_result_are_clear_errors(tmp_path: Path, monke
         doc_tables.render_document("<!-- table: depoly x -->\n<!-- /table -->", "README.md")
     with pytest.raises(FileNotFoundError, match="not committed"):
         doc_tables.render_document("<!-- table: deploy missing -->\n<!-- /table -->", "README.md")
+
+
+def test_a_marker_without_its_end_is_refused() -> None:
+    """A missing ``<!-- /table -->`` is an error, not a table that swallows the text up to the next one."""
+    text = (
+        f"<!-- table: deploy {DEPLOY} -->\n| a |\n\nprose\n\n<!-- table: deploy {DEPLOY} -->\n| b |\n<!-- /table -->\n"
+    )
+    with pytest.raises(ValueError, match="without its own"):
+        doc_tables.render_document(text, "README.md")
+
+
+def test_outside_the_repository_root_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From a folder without benchmarks/results, --check stops instead of finding nothing to check."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="run from the repository root"):
+        doc_tables.main(["--check"])

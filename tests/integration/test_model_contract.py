@@ -126,7 +126,6 @@ def test_predict_from_checkpoint(fitted: dict, dataset_path: Path) -> None:
     "export_type",
     [pytest.param(t, marks=pytest.mark.slow) if t == ExportType.ONNX else t for t in ExportType],
 )
-@pytest.mark.second_model_slow("openvino")  # DSKD's OpenVINO export is checked against torch in test_export.py
 def test_export_from_checkpoint(fitted: dict, export_type: ExportType, tmp_path: Path) -> None:
     """``export`` from the checkpoint writes the model file of every ``ExportType``."""
     model, _, engine = fitted["fresh"]()
