@@ -307,8 +307,9 @@ def render_document(text: str, where: str) -> str:
             raise ValueError(msg)
         return match[1] + RENDERERS[name](source) + match[5]
 
-    opened, matched = len(re.findall(r"^<!-- table:", text, re.M)), len(MARKED.findall(text))
-    if opened != matched or any("<!-- table:" in match["body"] for match in MARKED.finditer(text)):
+    matches = list(MARKED.finditer(text))
+    opened = len(re.findall(r"^<!-- table:", text, re.M))
+    if opened != len(matches) or any("<!-- table:" in match["body"] for match in matches):
         msg = f"{where}: a '<!-- table: NAME SOURCE -->' marker without its own '<!-- /table -->' (or malformed)"
         raise ValueError(msg)
     return MARKED.sub(replace, text)
