@@ -37,12 +37,13 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
-from anomalib.data.utils.generators import PerlinAnomalyGenerator
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import Normalize
 from torchvision.transforms.v2.functional import rgb_to_grayscale
+
+from .perlin import BatchedPerlinGenerator, TextureBank
 
 ForegroundMode = Literal["off", "threshold", "auto", "disc", "box", "reference"]
 FOREGROUND_MODES = ("off", "threshold", "auto", "disc", "box", "reference")
@@ -137,26 +138,43 @@ class SyntheticBatch(NamedTuple):
     foreground: torch.Tensor  # (N, 1, H, W), 1 on the foreground
 
 
-def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with reflect padding, (N, 1, H, W) -> (N, 1, H, W)."""
-    radius = min(int(4.0 * sigma + 0.5), images.shape[-1] - 1, images.shape[-2] - 1)
-    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+def _blur_matrix(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    """(size, size) matrix of a 1-D Gaussian blur with reflect padding: ``x @ matrix`` blurs the last axis."""
+    radius = min(int(4.0 * sigma + 0.5), size - 1)
+    offsets = torch.arange(-radius, radius + 1, device=like.device, dtype=like.dtype)
     kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    blurred = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    basis = torch.eye(size, device=like.device, dtype=like.dtype).unsqueeze(1)
+    padded = F.pad(basis, (radius, radius), mode="reflect")
+    return F.conv1d(padded, (kernel / kernel.sum()).view(1, 1, -1)).squeeze(1)
 
 
-def _otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
-    """Otsu's threshold of values in [0, 1]."""
-    histogram = torch.histc(values.float(), bins=bins, min=0.0, max=1.0)
-    probability = histogram / histogram.sum().clamp_min(1)
+def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflect padding, (N, 1, H, W) -> (N, 1, H, W), as two matrix products.
+
+    A 65-tap kernel (sigma 8) as a convolution of one channel is slow on CPUs; the banded matrices give the same
+    result up to float rounding.
+    """
+    rows = _blur_matrix(images.shape[-2], sigma, images)
+    columns = _blur_matrix(images.shape[-1], sigma, images)
+    return rows.transpose(0, 1) @ images @ columns
+
+
+def otsu_thresholds(values: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """Otsu's threshold of each row of values in [0, 1], (N, P) -> (N,), bin centres of a ``bins``-bin histogram.
+
+    The histogram is counted with ``scatter_add_`` rather than ``torch.histc``, which has no deterministic CUDA
+    kernel; the bins are ``histc``'s, ``[k / bins, (k + 1) / bins)``, the last one closed.
+    """
+    index = (values.float().clamp(0, 1) * bins).long().clamp_max(bins - 1)
+    counts = torch.zeros(values.shape[0], bins, dtype=torch.float32, device=values.device)
+    counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float32))
+    probability = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
     centres = (torch.arange(bins, dtype=torch.float32, device=values.device) + 0.5) / bins
-    weight_low = probability.cumsum(0)
-    mean_low = (probability * centres).cumsum(0)
-    total_mean = mean_low[-1]
+    weight_low = probability.cumsum(1)
+    mean_low = (probability * centres).cumsum(1)
+    total_mean = mean_low[:, -1:]
     between = (total_mean * weight_low - mean_low) ** 2 / (weight_low * (1 - weight_low)).clamp_min(1e-12)
-    return float(centres[int(between.argmax())])
+    return centres[between.argmax(dim=1)]
 
 
 def foreground_masks(
@@ -177,22 +195,19 @@ def foreground_masks(
         else:
             shape = (rows.abs() <= int(0.35 * height)) & (columns.abs() <= int(0.35 * width))
         return shape.to(images.dtype).expand(batch_size, 1, height, width).clone()
-    luma = rgb_to_grayscale(images) if channels == 3 else images.mean(dim=1, keepdim=True)
+    grey_input = images.float()
+    luma = rgb_to_grayscale(grey_input) if channels == 3 else grey_input.mean(dim=1, keepdim=True)
     grey = _gaussian_blur(luma, FOREGROUND_SIGMA)
     if mode == "threshold":
         foreground = grey < threshold if invert else grey > threshold
         return foreground.to(images.dtype)
-    masks = []
-    for image in grey:
-        above = image > _otsu_threshold(image)
-        border = torch.cat([above[0, 0], above[0, -1], above[0, :, 0], above[0, :, -1]]).float().mean()
-        if border >= BORDER_DOMINANCE:
-            masks.append(~above)
-        elif border <= 1 - BORDER_DOMINANCE:
-            masks.append(above)
-        else:
-            masks.append(torch.ones_like(above))
-    return torch.stack(masks).to(images.dtype)
+    above = grey > otsu_thresholds(grey.flatten(1)).view(-1, 1, 1, 1)
+    rim = above[:, 0]
+    border = torch.cat([rim[:, 0], rim[:, -1], rim[:, :, 0], rim[:, :, -1]], dim=1).float().mean(dim=1)
+    border = border.view(-1, 1, 1, 1)
+    whole = torch.ones_like(above)
+    foreground = torch.where(border >= BORDER_DOMINANCE, ~above, torch.where(border <= 1 - BORDER_DOMINANCE, above, whole))
+    return foreground.to(images.dtype)
 
 
 class SyntheticAnomalyGenerator(nn.Module):
@@ -241,7 +256,7 @@ class SyntheticAnomalyGenerator(nn.Module):
             raise ValueError(msg)
         self.texture_dir = None if texture_dir is None else Path(texture_dir).expanduser()
         self.textures: list[Path] | None = None if texture_dir is not None else []
-        self.perlin = PerlinAnomalyGenerator(probability=1.0, blend_factor=blend_range)
+        self.perlin = BatchedPerlinGenerator(max_tries=max_tries, min_pixels=min_pixels)
         self.probability = probability
         self.blend_range = (low, high)
         self.foreground = foreground
@@ -249,8 +264,15 @@ class SyntheticAnomalyGenerator(nn.Module):
         self.foreground_invert = foreground_invert
         fallback = "auto" if foreground == "reference" else foreground
         self.rule = ForegroundRule(fallback, foreground_threshold, foreground_invert)
-        self.max_tries = max_tries
-        self.min_pixels = min_pixels
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The host random stream of the synthesis (seed it with :meth:`seed`; its state resumes a run)."""
+        return self.perlin.generator
+
+    def seed(self, seed: int) -> None:
+        """Seed the synthesis' own random stream, e.g. with a different seed on each distributed rank."""
+        self.perlin.seed(seed)
 
     def use_rule(self, rule: ForegroundRule) -> None:
         """Draw foreground masks with ``rule`` (the category's reference rule, resolved by the model at fit start)."""
@@ -270,17 +292,8 @@ class SyntheticAnomalyGenerator(nn.Module):
                 msg = f"Texture folder '{self.texture_dir}' holds no images ({', '.join(IMG_EXTENSIONS)})."
                 raise FileNotFoundError(msg)
             self.textures = textures
+            self.perlin.bank = TextureBank(textures)
         return self.textures
-
-    def _perturbation(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        textures = self.load_textures()
-        texture = textures[int(torch.randint(len(textures), (1,)))] if textures else None
-        try:
-            perturbation, mask = self.perlin.generate_perturbation(height, width, device, texture)
-        except RuntimeError as exc:
-            msg = f"Could not use texture image '{texture}' ({exc}); remove or replace it in the texture folder."
-            raise RuntimeError(msg) from exc
-        return perturbation.permute(2, 0, 1), mask.permute(2, 0, 1)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, normalize: Normalize | None = None) -> SyntheticBatch:
@@ -297,19 +310,19 @@ class SyntheticAnomalyGenerator(nn.Module):
             return synthetic._replace(images=(synthetic.images - mean) / std)
         batch_size, _, height, width = images.shape
         foreground = foreground_masks(images, self.rule.mode, self.rule.threshold, self.rule.invert)
+        self.load_textures()
+        generator = self.perlin.host_generator()
+        low, high = self.blend_range
+        anomalous = (torch.rand(batch_size, generator=generator) < self.probability).nonzero().squeeze(1)
+        weights = low + (high - low) * torch.rand(batch_size, generator=generator)
         augmented = images.clone()
         masks = images.new_zeros(batch_size, 1, height, width)
-        low, high = self.blend_range
-        for index in range(batch_size):
-            if float(torch.rand(1)) >= self.probability:
-                continue
-            for _ in range(self.max_tries):
-                perturbation, mask = self._perturbation(height, width, images.device)
-                mask = mask * foreground[index]
-                if mask.sum() > self.min_pixels:
-                    break
-            weight = low + (high - low) * float(torch.rand(1))
-            image = images[index]
-            augmented[index] = image * (1 - mask) + mask * (weight * perturbation + (1 - weight) * image)
-            masks[index] = mask
+        if anomalous.numel():  # host-side indices: no read from the device
+            rows = anomalous.to(images.device)
+            image, region = images.index_select(0, rows), foreground.index_select(0, rows)
+            sources, mask = self.perlin(len(anomalous), height, width, images.device, regions=region)
+            weight = weights[anomalous].to(images.device).view(-1, 1, 1, 1)
+            blended = image * (1 - mask) + mask * (weight * sources + (1 - weight) * image)
+            augmented.index_copy_(0, rows, blended.to(images.dtype))
+            masks.index_copy_(0, rows, mask.to(masks.dtype))
         return SyntheticBatch(images=augmented, masks=masks, foreground=foreground)
