@@ -7,11 +7,13 @@ Lightning restores the weights, the optimisers, the learning-rate schedules and 
 (``--ckpt_path``), but not the random number generators: after ``seed_everything`` a resumed run would shuffle the
 training images and draw AAND's synthetic anomalies from the start of the seeded streams again, and end with other
 weights than an uninterrupted run. :class:`ResumableRandomStateMixin` saves the generators of Python, NumPy and
-torch (CPU and CUDA) in every checkpoint and restores them when the checkpoint is loaded to resume a fit, so that a
-resumed single-process run ends with the same weights as an uninterrupted one with the same seed.
+torch (CPU and the process's GPU), and the model's own ``torch.Generator`` s (a submodule's ``generator``
+attribute, e.g. AAND's anomaly synthesis), in every checkpoint and restores them when the checkpoint is loaded to
+resume a fit, so that a resumed run ends with the same weights as an uninterrupted one with the same seed.
 
 The states are stored as plain tensors and lists, so checkpoints still load with ``torch.load(weights_only=True)``.
-In a multi-process run the checkpoint holds rank 0's states; every process then continues from them.
+In a multi-process run every rank's states are gathered into the checkpoint (rank 0 writes it) and each rank gets
+its own back; resumed with another number of processes, every rank continues from rank 0's.
 
 Example:
     >>> import torch
@@ -37,8 +39,17 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_KEY = "kd_random_state"
 
 
-def capture_random_state() -> dict[str, Any]:
-    """States of Python's, NumPy's and torch's global generators, as tensors and lists (``weights_only``-safe)."""
+def module_generators(module: torch.nn.Module) -> dict[str, torch.Generator]:
+    """The ``torch.Generator`` s that submodules of ``module`` keep as a ``generator`` attribute, by module name."""
+    return {
+        name: generator
+        for name, submodule in module.named_modules()
+        if isinstance(generator := vars(submodule).get("generator"), torch.Generator)
+    }
+
+
+def capture_random_state(module: torch.nn.Module | None = None) -> dict[str, Any]:
+    """States of Python's, NumPy's and torch's global generators (and ``module`` 's own), ``weights_only``-safe."""
     version, internal, gauss = random.getstate()
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002  # the legacy global generator is what user code seeds
     state: dict[str, Any] = {
@@ -47,28 +58,40 @@ def capture_random_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's GPU: under DDP each rank has its own
+    if module is not None:
+        state["modules"] = {name: generator.get_state() for name, generator in module_generators(module).items()}
     return state
 
 
-def restore_random_state(state: dict[str, Any]) -> None:
-    """Set the global generators to a state from :func:`capture_random_state`."""
+def restore_random_state(state: dict[str, Any], module: torch.nn.Module | None = None) -> None:
+    """Set the global generators (and ``module`` 's own) to a state from :func:`capture_random_state`."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, position, has_gauss, cached_gaussian = state["numpy"]
     legacy = (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)
     np.random.set_state(legacy)  # noqa: NPY002  # the legacy global generator is what user code seeds
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
-        else:
-            logger.warning(
-                "The checkpoint holds the random state of %d GPUs, this machine has %d: GPU streams not restored.",
-                len(cuda_states),
-                torch.cuda.device_count(),
-            )
+    cuda_state = state.get("cuda")
+    if isinstance(cuda_state, list):  # checkpoints before per-rank states held every GPU's state
+        cuda_state = cuda_state[torch.cuda.current_device()] if len(cuda_state) > torch.cuda.current_device() else None
+    if cuda_state is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_state)
+    if module is not None:
+        generators = module_generators(module)
+        for name, generator_state in state.get("modules", {}).items():
+            if name in generators:
+                generators[name].set_state(generator_state)
+                submodule = module.get_submodule(name)
+                if hasattr(submodule, "seeded"):
+                    submodule.seeded = True  # restored: not to be seeded again at fit start
+
+
+def _world(trainer: Trainer | None) -> tuple[int, int]:
+    """(rank, number of processes) of a fit, (0, 1) outside of one."""
+    if trainer is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return 0, 1
+    return trainer.global_rank, trainer.world_size
 
 
 class ResumableRandomStateMixin:
@@ -80,16 +103,33 @@ class ResumableRandomStateMixin:
     """
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add the generators' states to the checkpoint."""
+        """Add every rank's generator states to the checkpoint (all ranks take part, rank 0 writes)."""
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
-        checkpoint[CHECKPOINT_KEY] = capture_random_state()
+        state = capture_random_state(self)  # type: ignore[arg-type]
+        _, world_size = _world(attached_trainer(self))  # type: ignore[arg-type]
+        states: list[Any] = [state]
+        if world_size > 1:
+            states = [None] * world_size
+            torch.distributed.all_gather_object(states, state)
+        checkpoint[CHECKPOINT_KEY] = {"per_rank": states}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the generators' states when the checkpoint is loaded to resume training."""
+        """Restore this rank's generator states when the checkpoint is loaded to resume training."""
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
         trainer = attached_trainer(self)  # type: ignore[arg-type]
-        if CHECKPOINT_KEY in checkpoint and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
-            restore_random_state(checkpoint[CHECKPOINT_KEY])
+        if CHECKPOINT_KEY not in checkpoint or trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return
+        saved = checkpoint[CHECKPOINT_KEY]
+        states = saved["per_rank"] if "per_rank" in saved else [saved]
+        rank, world_size = _world(trainer)
+        if len(states) != world_size:
+            logger.warning(
+                "The checkpoint holds the random states of %d processes, this run has %d: every process continues "
+                "from rank 0's.",
+                len(states),
+                world_size,
+            )
+        restore_random_state(states[rank] if len(states) == world_size else states[0], self)  # type: ignore[arg-type]
 
 
 def attached_trainer(module: LightningModule) -> Trainer | None:

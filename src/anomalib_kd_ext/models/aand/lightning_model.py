@@ -55,7 +55,7 @@ from anomalib_kd_ext.runtime import PluginRuntime
 
 from .loss import AmplificationLoss, GateFocalLoss, HardKnowledgeDistillationLoss
 from .schedule import AMPLIFICATION, DISTILLATION, StageSchedule
-from .synthesis import ForegroundMode, SyntheticAnomalyGenerator, find_normalize, reference_rule
+from .synthesis import ForegroundMode, SyntheticAnomalyGenerator, find_normalize, reference_rule, synthesis_seed
 from .torch_model import AANDModel
 
 logger = logging.getLogger(__name__)
@@ -207,8 +207,8 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
             else None
         )
         # Precision and recall of the gate (w > 0.5) against the synthetic masks, over each stage-1 epoch.
-        self.gate_precision = BinaryPrecision(threshold=0.5)
-        self.gate_recall = BinaryRecall(threshold=0.5)
+        self.gate_precision = BinaryPrecision(threshold=0.5, validate_args=False)
+        self.gate_recall = BinaryRecall(threshold=0.5, validate_args=False)
         self.automatic_optimization = False
         self.check_input_size()  # a pre-processor with a fixed size: check it now rather than at fit
 
@@ -243,6 +243,9 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
         super().on_fit_start()
         if self.synthesizer is not None and self.amplification_epochs > 0:
             self.synthesizer.load_textures()
+            if not self.synthesizer.perlin.seeded:  # a resumed fit has its states back already
+                # a stream per rank, from the run's seed: under DDP every rank draws other anomalies
+                self.synthesizer.seed(synthesis_seed(torch.initial_seed(), self.global_rank))
             if self.synthesizer.foreground == "reference":
                 rule = reference_rule(getattr(self.trainer, "datamodule", None))
                 self.synthesizer.use_rule(rule)
@@ -272,9 +275,9 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
         optimizer = self.optimizers()
         optimizer = optimizer[self.schedule.index_at(self.current_epoch)] if isinstance(optimizer, list) else optimizer
         optimizer.zero_grad()
-        if loss.requires_grad:
-            self.manual_backward(loss)
-            optimizer.step()
+        # always: under DDP every rank must take part in the gradient all-reduce, also with a zero loss
+        self.manual_backward(loss)
+        optimizer.step()
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Train the RAA modules (stage 1) or the student (stage 2) on one batch."""
@@ -285,9 +288,9 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
             amplified, reconstructed = self.model(batch.image)
             loss = self.loss(amplified, reconstructed)
             name = "train_hkd_loss" if self.loss.use_hard else "train_rd_loss"  # RD4AD's loss when HKD is off
-            self.log(name, loss.item(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(batch.image))
+            self.log(name, loss.detach(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(batch.image))
         self._step(loss)
-        self.log("train_loss", loss.item(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(batch.image))
+        self.log("train_loss", loss.detach(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(batch.image))
         return {"loss": loss}
 
     def _amplification_step(self, images: torch.Tensor) -> torch.Tensor:
@@ -306,7 +309,7 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
                 self.gate_recall.update(gate.detach().flatten(), mask.flatten().long())
             self.log("train_gate_precision", self.gate_precision, on_epoch=True, on_step=False)
             self.log("train_gate_recall", self.gate_recall, on_epoch=True, on_step=False)
-        self.log("train_amplification_loss", amplification.item(), on_epoch=True, on_step=False, batch_size=len(images))
+        self.log("train_amplification_loss", amplification.detach(), on_epoch=True, on_step=False, batch_size=len(images))
         return loss
 
     def on_train_epoch_end(self) -> None:

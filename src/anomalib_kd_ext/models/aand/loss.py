@@ -47,9 +47,9 @@ class GateFocalLoss(nn.Module):
 
     def forward(self, gates: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
         """Sum over levels of the mean focal loss of gates (N, 1, H, W) against binary masks of the same shape."""
-        total = gates[0].new_zeros(())
+        total = gates[0].new_zeros((), dtype=torch.float32)
         for gate, mask in zip(gates, masks, strict=True):
-            prob = gate.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+            prob = gate.float().clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)  # 1 - 1e-6 is 1 in half precision
             target = mask.to(prob.dtype)
             positive = -self.alpha * (1 - prob) ** self.gamma * target * torch.log(prob)
             negative = -(1 - self.alpha) * prob**self.gamma * (1 - target) * torch.log(1 - prob)
@@ -58,8 +58,20 @@ class GateFocalLoss(nn.Module):
 
 
 def _pairwise_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(P, C) x (Q, C) -> (P, Q) cosine similarities."""
-    return F.normalize(a, dim=1, eps=EPS) @ F.normalize(b, dim=1, eps=EPS).T
+    """(P, C) x (Q, C) -> (P, Q) cosine similarities, in float32 (``EPS`` is 0 in half precision)."""
+    return F.normalize(a.float(), dim=1, eps=EPS) @ F.normalize(b.float(), dim=1, eps=EPS).T
+
+
+def sample_positions(members: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``count`` positions drawn uniformly without replacement among the ``True`` entries of ``members`` (P,).
+
+    Returns ``min(count, P)`` indices and a mask of the valid ones (fewer members than ``count`` leave the rest
+    invalid). Shapes do not depend on the data: no host read (``nonzero``) and the same work on every rank.
+    """
+    keys = torch.rand(members.shape[0], device=members.device)
+    keys = torch.where(members, keys, -1.0)  # members draw in [0, 1), the others never win against them
+    values, indices = keys.topk(min(count, members.shape[0]))
+    return indices, values >= 0
 
 
 class AmplificationLoss(nn.Module):
@@ -100,7 +112,7 @@ class AmplificationLoss(nn.Module):
             foreground_masks: Boolean foreground masks per level, (N, 1, H, W); normal positions are
                 taken from the foreground only. ``None`` means the whole image.
         """
-        total = features[0].new_zeros(())
+        total = features[0].new_zeros((), dtype=torch.float32)
         foregrounds = foreground_masks if foreground_masks is not None else [None] * len(features)
         for feature, feature_adv, mask, foreground in zip(features, amplified, anomaly_masks, foregrounds, strict=True):
             channels = feature.shape[1]
@@ -108,18 +120,15 @@ class AmplificationLoss(nn.Module):
             flat_adv = feature_adv.permute(0, 2, 3, 1).reshape(-1, channels)
             anomalous = mask.reshape(-1).bool()
             normal = ~anomalous if foreground is None else ~anomalous & foreground.reshape(-1).bool()
-            normal_idx = normal.nonzero().squeeze(1)
-            anomalous_idx = anomalous.nonzero().squeeze(1)
-            if normal_idx.numel() == 0 or anomalous_idx.numel() == 0:
-                continue
-            normal_idx = normal_idx[torch.randperm(normal_idx.numel(), device=normal_idx.device)[: self.num_normal]]
-            anomalous_idx = anomalous_idx[
-                torch.randperm(anomalous_idx.numel(), device=anomalous_idx.device)[: self.num_anomalous]
-            ]
+            normal_idx, normal_valid = sample_positions(normal, self.num_normal)
+            anomalous_idx, anomalous_valid = sample_positions(anomalous, self.num_anomalous)
             normal_features = flat[normal_idx]
             similarity = _pairwise_cosine(normal_features, flat[anomalous_idx])
             similarity_adv = _pairwise_cosine(normal_features, flat_adv[anomalous_idx])
-            total = total + F.relu(similarity_adv - (similarity - self.margin)).mean()
+            pairs = (normal_valid.unsqueeze(1) & anomalous_valid.unsqueeze(0)).float()
+            hinge = F.relu(similarity_adv - (similarity - self.margin))
+            # mean over the valid pairs; zero, with a graph, when the batch has no anomalous or normal position
+            total = total + (hinge * pairs).sum() / pairs.sum().clamp_min(1)
         return total
 
 
@@ -149,8 +158,9 @@ class HardKnowledgeDistillationLoss(nn.Module):
         student_features: Sequence[torch.Tensor],
     ) -> torch.Tensor:
         """Sum over levels; features are (N, C, H, W) lists, teacher (target) first."""
-        total = teacher_features[0].new_zeros(())
-        for teacher, student in zip(teacher_features, student_features, strict=True):
+        total = teacher_features[0].new_zeros((), dtype=torch.float32)
+        for teacher_level, student_level in zip(teacher_features, student_features, strict=True):
+            teacher, student = teacher_level.float(), student_level.float()  # EPS is 0 in half precision
             batch_size = teacher.shape[0]
             if self.use_hard:
                 distance = 1 - F.cosine_similarity(teacher.flatten(2), student.flatten(2), dim=1, eps=EPS)

@@ -130,6 +130,11 @@ def _statistics(normalize: Normalize, images: torch.Tensor) -> tuple[torch.Tenso
     return mean, std
 
 
+def synthesis_seed(seed: int, rank: int) -> int:
+    """Seed of the synthesis stream of process ``rank`` in a run seeded with ``seed``: other for every rank."""
+    return (seed * 1_000_003 + 0x9E3779B97F4A7C15 * (rank + 1)) % 2**63
+
+
 class SyntheticBatch(NamedTuple):
     """Images with synthetic anomalies, their masks, and the foreground masks of the clean images."""
 

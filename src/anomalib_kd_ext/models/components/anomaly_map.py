@@ -26,20 +26,25 @@ Example:
 """
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
 from anomalib.models.components import GaussianBlur2d
 from kornia.filters import get_gaussian_kernel1d
 from torch import nn
+from torch.amp import is_autocast_available
 from torch.nn import functional as F  # noqa: N812
 
 EPS = 1e-8
 
 
 def cosine_distance(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
-    """Return ``1 - cos`` along channels, (N, C, H, W) x2 -> (N, 1, H, W); zero vectors give 1, never NaN."""
-    return 1 - F.cosine_similarity(teacher, student, dim=1, eps=EPS).unsqueeze(1)
+    """Return ``1 - cos`` along channels, (N, C, H, W) x2 -> (N, 1, H, W); zero vectors give 1, never NaN.
+
+    Computed in float32 (``EPS`` is 0 in half precision).
+    """
+    return 1 - F.cosine_similarity(teacher.float(), student.float(), dim=1, eps=EPS).unsqueeze(1)
 
 
 BORDER = "reflect"  # border of the blur (anomalib's default)
@@ -57,9 +62,11 @@ class CosineAnomalyMap(nn.Module):
             ``False`` calls ``GaussianBlur2d`` itself. Defaults to ``True``.
         matrix_tail (bool): In ``add`` mode, upsample, sum and blur as two matrix products per level (see the
             module docstring; same map up to float rounding). ``multiply`` mode upsamples with matrix products and
-            blurs with :meth:`smooth`. ``False``: ``F.interpolate`` per level, then :meth:`smooth`. Under torch
-            autocast the ``F.interpolate`` path is taken, so that bf16 training and validation stay as they were.
-            Defaults to ``True``.
+            blurs with :meth:`smooth`. ``False``: ``F.interpolate`` per level, then :meth:`smooth`. Defaults to
+            ``True``.
+
+    The map is computed in float32 with autocast off, whatever the precision of the features (fp16 / bf16 under
+    mixed or half precision): scores, ties, AUROC and thresholds do not depend on the training precision.
     """
 
     def __init__(
@@ -103,14 +110,15 @@ class CosineAnomalyMap(nn.Module):
         """
         basis = torch.eye(size, dtype=like.dtype, device=like.device).unsqueeze(1)
         padded = F.pad(basis, self.blur_padding[:2], mode=BORDER)
-        return F.conv1d(padded, self.blur_rows.view(1, 1, -1)).squeeze(1)
+        return F.conv1d(padded, self.blur_rows.to(like.dtype).view(1, 1, -1)).squeeze(1)
 
     def smooth(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Gaussian blur of an (N, 1, H, W) map with anomalib's kernel, padding and border mode."""
         if not self.separable_blur:
             return self.blur(anomaly_map)
         padded = F.pad(anomaly_map, self.blur_padding, mode=BORDER)
-        return F.conv2d(F.conv2d(padded, self.blur_rows), self.blur_columns)
+        rows, columns = self.blur_rows.to(anomaly_map.dtype), self.blur_columns.to(anomaly_map.dtype)
+        return F.conv2d(F.conv2d(padded, rows), columns)
 
     def forward(
         self,
@@ -124,8 +132,14 @@ class CosineAnomalyMap(nn.Module):
             msg = "No feature levels to compare."
             raise ValueError(msg)
         height, width = (int(side) for side in image_size)
-        distances = [cosine_distance(teacher, student) for teacher, student in pairs]
-        if not self.matrix_tail or torch.is_autocast_enabled(distances[0].device.type):
+        device_type = pairs[0][0].device.type
+        autocast = is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+        with torch.autocast(device_type, enabled=False) if autocast else nullcontext():
+            distances = [cosine_distance(teacher.float(), student.float()) for teacher, student in pairs]
+            return self._map(distances, height, width)
+
+    def _map(self, distances: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+        if not self.matrix_tail:
             upsampled = [
                 F.interpolate(distance, size=(height, width), mode="bilinear", align_corners=True)
                 for distance in distances

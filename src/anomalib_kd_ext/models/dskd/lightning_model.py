@@ -123,9 +123,9 @@ class DSKD(PluginRuntime, DistillationModuleMixin, AnomalibModule):
         losses = self.loss(self.model(batch.image))
         # No logger=True: Lightning logs anyway when a logger is configured, and warns when it is not.
         size = len(batch.image)
-        self.log("train_loss", losses["loss"].item(), on_epoch=True, prog_bar=True, batch_size=size)
-        self.log("train_encoder_loss", losses["encoder_loss"].item(), on_epoch=True, on_step=False, batch_size=size)
-        self.log("train_decoder_loss", losses["decoder_loss"].item(), on_epoch=True, on_step=False, batch_size=size)
+        self.log("train_loss", losses["loss"].detach(), on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train_encoder_loss", losses["encoder_loss"].detach(), on_epoch=True, on_step=False, batch_size=size)
+        self.log("train_decoder_loss", losses["decoder_loss"].detach(), on_epoch=True, on_step=False, batch_size=size)
         return {"loss": losses["loss"]}
 
     @property

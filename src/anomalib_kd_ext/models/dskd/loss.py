@@ -26,7 +26,7 @@ from .torch_model import DSKDFeatures
 
 def pyramid_matching_loss(teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor]) -> torch.Tensor:
     """Sum over levels of the mean cosine distance between teacher and student features."""
-    total = teacher[0].new_zeros(())
+    total = teacher[0].new_zeros((), dtype=torch.float32)
     for teacher_level, student_level in zip(teacher, student, strict=True):
         total = total + cosine_distance(teacher_level, student_level).mean()
     return total
@@ -48,7 +48,7 @@ class DualStudentLoss(nn.Module):
 
     def forward(self, features: DSKDFeatures) -> dict[str, torch.Tensor]:
         """Return ``{"loss", "encoder_loss", "decoder_loss"}`` (a switched-off student contributes 0)."""
-        zero = features.teacher[0].new_zeros(())
+        zero = features.teacher[0].new_zeros((), dtype=torch.float32)
         encoder = (
             pyramid_matching_loss(features.teacher, features.encoder_student)
             if features.encoder_student is not None

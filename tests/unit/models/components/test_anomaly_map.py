@@ -79,13 +79,24 @@ def test_matrix_tail_equals_interpolate_then_blur(mode: str, size: tuple[int, in
     torch.testing.assert_close(matrix, reference, atol=1e-6, rtol=1e-5)
 
 
-def test_matrix_tail_is_skipped_under_autocast() -> None:
-    """Under bf16 autocast the map is computed exactly as before the matrix tail (interpolate, then blur)."""
-    features = [torch.rand(1, 4, 16, 16)], [torch.rand(1, 4, 16, 16)]
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_map_is_float32_under_autocast_and_half_features(dtype: torch.dtype) -> None:
+    """Under autocast the map is float32 and equals the fp32 map; a half-precision model's map is float32 too.
+
+    (``model.half()`` rounds the blur taps to half precision: that map is close to, not equal to, the fp32 one.)
+    """
+    teacher, student = [torch.rand(1, 4, 16, 16)], [torch.rand(1, 4, 16, 16)]
+    generator = CosineAnomalyMap()
+    reference = generator(teacher, student, (64, 64))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        reference = CosineAnomalyMap(matrix_tail=False)(*features, (64, 64))
-        under_autocast = CosineAnomalyMap()(*features, (64, 64))
+        under_autocast = generator(teacher, student, (64, 64))
+    assert under_autocast.dtype == torch.float32
     assert torch.equal(under_autocast, reference)
+    halves = [t.to(dtype) for t in teacher], [s.to(dtype) for s in student]
+    from_half = generator.to(dtype)(*halves, (64, 64))
+    assert from_half.dtype == torch.float32
+    expected = CosineAnomalyMap()([t.float() for t in halves[0]], [s.float() for s in halves[1]], (64, 64))
+    torch.testing.assert_close(from_half, expected, atol=2e-3, rtol=2e-3)
 
 
 class _TailOnly(torch.nn.Module):
