@@ -10,8 +10,18 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
+import torch
 
 from helpers import RESNET18, make_mvtec_like
+
+# The devices the unit tests of the torch models, losses, synthesis and map run on: the CPU, and CUDA when present.
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each available device in turn (CPU always, CUDA when a GPU is there)."""
+    return torch.device(request.param)
 
 
 @pytest.fixture(scope="session")
