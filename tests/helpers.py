@@ -18,6 +18,8 @@ from anomalib_kd_ext.models.components import LITE0_LAYERS
 # RESNET18 also backs the `resnet18` fixture (conftest.py), and the upstream generator copies it into its conftest.
 RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": list(LITE0_LAYERS)}
+# Where the integration tests' fits run: the CPU (CI), or e.g. ``KD_TEST_ACCELERATOR=gpu`` on a machine with one.
+TEST_ACCELERATOR = os.environ.get("KD_TEST_ACCELERATOR", "cpu")
 
 
 def _object_image(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -68,7 +70,10 @@ def fit_on_cpu(
     ckpt_path: Path | None = None,
     **engine_kwargs: object,
 ) -> object:
-    """Fit ``model`` with anomalib's Engine on one CPU, no logger, no progress bar; return the engine.
+    """Fit ``model`` with anomalib's Engine on one device, no logger, no progress bar; return the engine.
+
+    The device is the CPU unless ``KD_TEST_ACCELERATOR`` names another (``gpu``, ``auto``): the same tests then
+    train on a GPU.
 
     The number of epochs is the model's own (``trainer_arguments["max_epochs"]``, AAND's two stages) or
     ``default_epochs``. ``ckpt_path`` resumes from a checkpoint. ``engine_kwargs`` go to the Engine (callbacks,
@@ -78,7 +83,7 @@ def fit_on_cpu(
 
     engine = Engine(
         default_root_dir=root,
-        accelerator="cpu",
+        accelerator=TEST_ACCELERATOR,
         devices=1,
         logger=False,
         enable_progress_bar=False,

@@ -70,6 +70,8 @@ def main() -> None:
     engine.fit(model=model, datamodule=datamodule)
     rank = engine.trainer.global_rank
     torch.save(model.state_dict(), out / f"rank{rank}.pt")
+    if name == "AAND":  # the seed of this rank's synthesis stream
+        (out / f"synthesis{rank}.json").write_text(json.dumps(model.synthesizer.generator.initial_seed()))
     if rank == 0:
         (out / "losses.json").write_text(json.dumps(log.losses))
 

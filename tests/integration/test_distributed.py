@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from anomalib_kd_ext.models.aand.synthesis import synthesis_seed
+
 SCRIPT = Path(__file__).with_name("ddp_fit.py")
 TESTS = Path(__file__).parents[1]  # on the script's PYTHONPATH for the shared `helpers` module
 # Per-process statistics: without SyncBatchNorm each process keeps its own batch-norm running mean and variance.
@@ -35,7 +37,9 @@ def _fit(name: str, devices: int, dataset: Path, out: Path) -> dict:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {"losses": json.loads((out / "losses.json").read_text()), "ranks": sorted(out.glob("rank*.pt"))}
+    seeds = [json.loads(path.read_text()) for path in sorted(out.glob("synthesis*.json"))]
+    losses = json.loads((out / "losses.json").read_text())
+    return {"losses": losses, "ranks": sorted(out.glob("rank*.pt")), "seeds": seeds}
 
 
 # DDP settings and metric syncing are the runtime layer's, shared by both models: AAND (two stages, the gate
@@ -58,5 +62,8 @@ def test_ddp_two_processes_match_one(name: str, loss: str, tiny_dataset: Path, t
     # Same global batch, same epochs: the last epoch's loss matches one process within 5 % (the two samplers
     # shuffle differently, and batch norm sees half batches).
     final_two, final_one = two["losses"][-1][loss], one["losses"][-1][loss]
+    if name == "AAND":  # each rank draws its own synthetic anomalies, from the run's seed (3)
+        assert two["seeds"] == [synthesis_seed(3, 0), synthesis_seed(3, 1)]
+        assert one["seeds"] == [synthesis_seed(3, 0)]
     assert torch.isfinite(torch.tensor(final_two))
     assert final_two == pytest.approx(final_one, rel=0.05)

@@ -36,7 +36,8 @@ def test_same_seed_same_weights_and_metrics(name: str, tiny_dataset: Path, tmp_p
         assert torch.equal(a, b), key
 
     # The checkpoint reloads through torch.load(weights_only=True) (anomalib 2.7's default) and predicts the same.
-    reloaded = type(first).load_from_checkpoint(checkpoint)
+    reloaded = type(first).load_from_checkpoint(checkpoint, map_location="cpu")  # saved on a GPU: cuda tensors
+    first = first.cpu()
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         expected, actual = first.eval()(images), reloaded.eval()(images)

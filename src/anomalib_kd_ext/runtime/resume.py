@@ -120,7 +120,7 @@ class ResumableRandomStateMixin:
         if CHECKPOINT_KEY not in checkpoint or trainer is None or trainer.state.fn != TrainerFn.FITTING:
             return
         saved = checkpoint[CHECKPOINT_KEY]
-        states = saved["per_rank"] if "per_rank" in saved else [saved]
+        states = saved.get("per_rank", [saved])
         rank, world_size = _world(trainer)
         if len(states) != world_size:
             logger.warning(

@@ -68,7 +68,7 @@ class _RecordOps(TorchDispatchMode):
         self.ops: Counter[str] = Counter()
         self.device_ops: Counter[str] = Counter()
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204, PLW3201
         name = func._schema.name.removeprefix("aten::")  # noqa: SLF001
         self.ops[name] += 1
         tensors = [a for a in [*args, *(kwargs or {}).values()] if isinstance(a, torch.Tensor)]
@@ -152,7 +152,7 @@ def test_meta_forward(model_class: type, resnet18: dict) -> None:
 def test_batch_without_anomalies_still_backpropagates(device: torch.device) -> None:
     """No anomalous position: the amplification loss is 0 and still has a graph, so every DDP rank runs backward."""
     features = [torch.rand(2, 8, 4, 4, device=device)]
-    amplified = [features[0].clone().requires_grad_(True)]
+    amplified = [features[0].clone().requires_grad_()]
     masks = [torch.zeros(2, 1, 4, 4, dtype=torch.bool, device=device)]
     loss = AmplificationLoss()(features, amplified, masks)
     assert loss.requires_grad

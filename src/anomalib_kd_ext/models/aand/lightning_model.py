@@ -309,7 +309,13 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
                 self.gate_recall.update(gate.detach().flatten(), mask.flatten().long())
             self.log("train_gate_precision", self.gate_precision, on_epoch=True, on_step=False)
             self.log("train_gate_recall", self.gate_recall, on_epoch=True, on_step=False)
-        self.log("train_amplification_loss", amplification.detach(), on_epoch=True, on_step=False, batch_size=len(images))
+        self.log(
+            "train_amplification_loss",
+            amplification.detach(),
+            on_epoch=True,
+            on_step=False,
+            batch_size=len(images),
+        )
         return loss
 
     def on_train_epoch_end(self) -> None:

@@ -85,7 +85,7 @@ def _column(values: torch.Tensor) -> torch.Tensor:
 
 
 def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``_blend`` with a factor per image: ``factor * images + (1 - factor) * other``, in [0, 1]."""
+    """``factor * images + (1 - factor) * other`` in [0, 1], torchvision's ``_blend`` with a factor per image."""
     factor = _column(factor)
     return (factor * images + (1 - factor) * other).clamp(0, 1)
 
@@ -137,22 +137,22 @@ def _grey(images: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``adjust_contrast`` with a factor per image."""
+    """Torchvision's ``adjust_contrast`` with a factor per image."""
     return _blend(images, _grey(images).mean(dim=(-3, -2, -1), keepdim=True), factor)
 
 
 def adjust_brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``adjust_brightness`` with a factor per image."""
+    """Torchvision's ``adjust_brightness`` with a factor per image."""
     return (images * _column(factor)).clamp(0, 1)
 
 
 def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``adjust_saturation`` with a factor per image."""
+    """Torchvision's ``adjust_saturation`` with a factor per image."""
     return _blend(images, _grey(images), factor)
 
 
 def adjust_sharpness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``adjust_sharpness`` with a factor per image (3x3 smoothing kernel, border kept).
+    """Torchvision's ``adjust_sharpness`` with a factor per image (3x3 smoothing kernel, border kept).
 
     The kernel (ones, 5 in the centre, over 13) is taken as 9 times a 3x3 mean plus 4 times the centre.
     """
@@ -163,7 +163,7 @@ def adjust_sharpness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor
 
 
 def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``adjust_hue`` with a hue shift in [-0.5, 0.5] per image."""
+    """Torchvision's ``adjust_hue`` with a hue shift in [-0.5, 0.5] per image."""
     maximum, _ = images.max(dim=1)
     minimum, _ = images.min(dim=1)
     red, green, blue = images.unbind(dim=1)
@@ -190,7 +190,7 @@ def solarize(images: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
 
 
 def posterize(images: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``posterize`` of float images with a number of bits per image."""
+    """Torchvision's ``posterize`` of float images with a number of bits per image."""
     levels = _column(torch.pow(2.0, bits.to(images.dtype)))
     return torch.minimum((images * levels).floor(), levels - 1) / levels
 
@@ -422,7 +422,7 @@ def perlin_noise(scales: torch.Tensor, angles: torch.Tensor, height: int, width:
 
 
 def rescale_flat_noise(noise: torch.Tensor) -> torch.Tensor:
-    """anomalib's fix for noise with no value above 0.5: stretched to [-1, 1] (all -1 for a constant one)."""
+    """Anomalib's fix for noise with no value above 0.5: stretched to [-1, 1] (all -1 for a constant one)."""
     flat = noise.flatten(1)
     low, high = flat.amin(dim=1).view(-1, 1, 1), flat.amax(dim=1).view(-1, 1, 1)
     span = high - low
@@ -446,6 +446,7 @@ class TextureBank:
         self.loaded = torch.zeros(len(self.paths), dtype=torch.bool)
 
     def __len__(self) -> int:
+        """Number of texture files."""
         return len(self.paths)
 
     def take(self, indices: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
@@ -507,8 +508,8 @@ class BatchedPerlinGenerator(nn.Module):
             self.seed(int(torch.randint(2**62, (1,))))
         return self.generator
 
+    @staticmethod
     def _candidates(
-        self,
         scales: torch.Tensor,
         angles: torch.Tensor,
         rotations: torch.Tensor,

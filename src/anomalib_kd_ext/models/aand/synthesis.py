@@ -211,7 +211,8 @@ def foreground_masks(
     border = torch.cat([rim[:, 0], rim[:, -1], rim[:, :, 0], rim[:, :, -1]], dim=1).float().mean(dim=1)
     border = border.view(-1, 1, 1, 1)
     whole = torch.ones_like(above)
-    foreground = torch.where(border >= BORDER_DOMINANCE, ~above, torch.where(border <= 1 - BORDER_DOMINANCE, above, whole))
+    object_side = torch.where(border <= 1 - BORDER_DOMINANCE, above, whole)  # neither side dominates: whole image
+    foreground = torch.where(border >= BORDER_DOMINANCE, ~above, object_side)
     return foreground.to(images.dtype)
 
 
