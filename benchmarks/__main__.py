@@ -19,6 +19,7 @@ TASKS = {
     "hkd-share": ("hkd_share", "share of AAND's HKD loss on its hard positions, on trained checkpoints"),
     "aand-ablation": ("aand_ablation", "AAND switches on one dataset (RAA, gate, HKD)"),
     "dskd-ablation": ("dskd_ablation", "DSKD switches on one dataset (students, DF source) against Stfpm"),
+    "device-check": ("device_check", "AAND and DSKD on a GPU: CPU vs CUDA, precisions, determinism, s/epoch"),
     "tables": ("doc_tables", "every grid.md and every marked table of the docs, rebuilt from the committed results"),
 }
 

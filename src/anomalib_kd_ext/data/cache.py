@@ -16,7 +16,8 @@ after the dataset's augmentations, which anomalib sets to the model's ``Resize``
   or pre-processor gives a new key; a rerun decodes again.
 - **Filled up front.** When a fit, validation, test or predict starts, the missing items of the datamodule's
   subsets are decoded in a thread pool in the main process, so dataloader workers (forked after it) serve from the
-  filled cache too. With the cache filled, ``num_workers=0`` is the fastest choice on a small CPU.
+  filled cache too. With the cache filled, ``num_workers=0`` is the fastest choice on a small CPU; on a GPU keep
+  the workers, so that batches are collated while the GPU trains.
 
 Switch it on with the callback, from Python, the CLI or YAML (see the README, "Training fast on a CPU"):
 
