@@ -25,10 +25,10 @@ def _disc_images(batch_size: int = 2, size: int = 64) -> torch.Tensor:
     return (0.1 + 0.7 * disc).expand(batch_size, 3, size, size).clone()
 
 
-def test_anomalies_only_inside_masks() -> None:
-    """Synthetic anomalies change the images only inside their binary masks."""
+def test_anomalies_only_inside_masks(device: torch.device) -> None:
+    """Synthetic anomalies change the images only inside their binary masks, on every device."""
     torch.manual_seed(0)
-    images = torch.rand(4, 3, 64, 64)
+    images = torch.rand(4, 3, 64, 64, device=device)
     batch = SyntheticAnomalyGenerator(probability=1.0, foreground="off")(images)
     assert set(batch.masks.unique().tolist()) <= {0.0, 1.0}
     assert (batch.masks.flatten(1).sum(1) > 4).all()
@@ -45,25 +45,25 @@ def test_probability_zero_leaves_images_clean() -> None:
     assert batch.masks.sum() == 0
 
 
-def test_masks_stay_in_foreground() -> None:
+def test_masks_stay_in_foreground(device: torch.device) -> None:
     """Anomaly masks lie within the threshold foreground."""
     torch.manual_seed(1)
-    images = _disc_images(4)
+    images = _disc_images(4).to(device)
     batch = SyntheticAnomalyGenerator(probability=1.0, foreground="threshold", foreground_threshold=0.4)(images)
     assert (batch.masks <= batch.foreground).all()
     assert batch.masks.sum() > 0
 
 
-def test_auto_foreground_finds_object_and_keeps_textures_whole() -> None:
+def test_auto_foreground_finds_object_and_keeps_textures_whole(device: torch.device) -> None:
     """Auto foreground finds bright and dark objects and keeps a texture whole."""
-    images = _disc_images(1)
+    images = _disc_images(1).to(device)
     foreground = foreground_masks(images, mode="auto")
     assert foreground[0, 0, 32, 32] == 1
     assert foreground[0, 0, 0, 0] == 0
     dark_object = 0.9 - 0.8 * (images - 0.1) / 0.7  # bright background, dark disc
     assert foreground_masks(dark_object, mode="auto")[0, 0, 32, 32] == 1
     torch.manual_seed(0)
-    stripes = (torch.arange(64) // 4 % 2).float().expand(1, 3, 64, 64)
+    stripes = (torch.arange(64, device=device) // 4 % 2).float().expand(1, 3, 64, 64)
     assert foreground_masks(stripes, mode="auto").all()
 
 

@@ -67,16 +67,17 @@ def test_separable_blur_equals_anomalib_blur(size: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("mode", ["add", "multiply"])
 @pytest.mark.parametrize("size", [(256, 256), (96, 160)])
-def test_matrix_tail_equals_interpolate_then_blur(mode: str, size: tuple[int, int]) -> None:
+def test_matrix_tail_equals_interpolate_then_blur(mode: str, size: tuple[int, int], device: torch.device) -> None:
     """Upsampling and blur as matrix products give the map of ``F.interpolate`` + blur (float rounding only)."""
     generator = torch.Generator().manual_seed(0)
     strides = (4, 8, 16)
     teacher = [torch.rand(2, 8, size[0] // s, size[1] // s, generator=generator) for s in strides]
     student = [torch.rand(2, 8, size[0] // s, size[1] // s, generator=generator) for s in strides]
     reference = CosineAnomalyMap(mode=mode, matrix_tail=False)(teacher, student, size)
-    matrix = CosineAnomalyMap(mode=mode)(teacher, student, size)
+    on_device = [t.to(device) for t in teacher], [s.to(device) for s in student]
+    matrix = CosineAnomalyMap(mode=mode).to(device)(*on_device, size)
     assert matrix.shape == reference.shape == (2, 1, *size)
-    torch.testing.assert_close(matrix, reference, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(matrix.cpu(), reference, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -15,11 +15,16 @@ from anomalib_kd_ext.models.dskd.torch_model import DSKDModel
 
 @pytest.mark.parametrize("df_source", ["student", "teacher", "both"])
 @pytest.mark.parametrize("size", [(256, 256), (320, 224)])
-def test_shapes_for_every_df_source(df_source: str, size: tuple[int, int], resnet18: dict) -> None:
-    """Every DF source gives the expected training pyramids and full-size inference outputs."""
-    model = DSKDModel(**resnet18, df_source=df_source)
+def test_shapes_for_every_df_source(
+    df_source: str,
+    size: tuple[int, int],
+    resnet18: dict,
+    device: torch.device,
+) -> None:
+    """Every DF source gives the expected training pyramids and full-size inference outputs, on every device."""
+    model = DSKDModel(**resnet18, df_source=df_source).to(device)
     model.train()
-    features = model(torch.rand(2, 3, *size))
+    features = model(torch.rand(2, 3, *size, device=device))
     expected = [
         (2, 64, size[0] // 4, size[1] // 4),
         (2, 128, size[0] // 8, size[1] // 8),
@@ -29,8 +34,9 @@ def test_shapes_for_every_df_source(df_source: str, size: tuple[int, int], resne
         assert [tuple(f.shape) for f in pyramid] == expected
     model.eval()
     with torch.no_grad():
-        output = model(torch.rand(1, 3, *size))
+        output = model(torch.rand(1, 3, *size, device=device))
     assert output.anomaly_map.shape == (1, 1, *size)
+    assert output.anomaly_map.dtype == torch.float32
     assert output.pred_score.shape == (1, 1)
 
 
@@ -46,11 +52,11 @@ def _grad_norms(model: DSKDModel, loss: torch.Tensor) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("detach", [False, True])
-def test_gradient_paths(detach: bool, resnet18: dict) -> None:
+def test_gradient_paths(detach: bool, resnet18: dict, device: torch.device) -> None:
     """Students and embedding get gradients, the teacher none; Sd's loss reaches Se unless detached."""
     torch.manual_seed(0)
-    model = DSKDModel(**resnet18, detach_encoder_student=detach).train()
-    features = model(torch.rand(2, 3, 64, 64))
+    model = DSKDModel(**resnet18, detach_encoder_student=detach).to(device).train()
+    features = model(torch.rand(2, 3, 64, 64, device=device))
     losses = DualStudentLoss()(features)
     norms = _grad_norms(model, losses["loss"])
     assert norms["encoder_student"] > 0
@@ -58,7 +64,7 @@ def test_gradient_paths(detach: bool, resnet18: dict) -> None:
     assert norms["decoder_student"] > 0
     assert norms["teacher"] == 0
     # Sd's loss alone reaches Se through the DF embedding unless detached.
-    features = model(torch.rand(2, 3, 64, 64))
+    features = model(torch.rand(2, 3, 64, 64, device=device))
     decoder_only = _grad_norms(model, pyramid_matching_loss(features.teacher, features.decoder_student))
     assert (decoder_only["encoder_student"] == 0) == detach
 
