@@ -11,7 +11,8 @@ Three steps, each its own invocation:
 2. On the GPU machine, ``--data .device --out DIR``:
 
    a. CPU against CUDA (TF32 off): anomaly maps, scores and the training losses of both models from the same
-      weights and inputs; then TF32's drift (TF32 on against off);
+      weights and inputs; then TF32's drift (TF32 on against off); every training stage's forward, loss and
+      backward under ``torch.cuda.set_sync_debug_mode("error")`` (no host synchronisation);
    b. fits at ``32-true``, ``16-mixed`` and ``bf16-mixed`` (AAND 1 + 1 epochs, DSKD 2 epochs) on a generated tiny
       dataset and on bottle, ``deterministic=True`` for ``32-true`` twice (identical weights expected); every fit's
       image AUROC and whether its weights are finite;
@@ -192,6 +193,51 @@ def compare_devices(weights: str | None, cuda: torch.device | None) -> list[dict
             rows.append(
                 _row("tf32_drift", model=name, stage=output, value=tf32_drift, note="relative to max, reported"),
             )
+    return rows
+
+
+def _training_steps(model: torch.nn.Module, images: torch.Tensor) -> dict[str, Any]:
+    """Forward, loss and backward of each training stage of AAND or DSKD (the part of a step that is ours)."""
+
+    def aand_amplification() -> None:
+        synthetic = model.synthesizer(images, normalize=None)
+        output = model.model.amplification_forward(synthetic.images, synthetic.masks, synthetic.foreground)
+        loss = model.amplification_loss(output.features, output.amplified, output.masks, output.foreground)
+        (loss + model.focal_loss([g for g in output.gates if g is not None], output.masks)).backward()
+
+    def aand_distillation() -> None:
+        model.loss(*model.model(images)).backward()
+
+    def dskd() -> None:
+        model.loss(model.model(images))["loss"].backward()
+
+    if hasattr(model, "synthesizer"):
+        return {"amplification": aand_amplification, "distillation": aand_distillation}
+    return {"train": dskd}
+
+
+def host_syncs(weights: str | None, cuda: torch.device | None) -> list[dict[str, Any]]:
+    """Each training stage under ``torch.cuda.set_sync_debug_mode("error")``: no host synchronisation allowed."""
+    if cuda is None:
+        return [_row("no_host_sync", note="skipped: no CUDA device")]
+    rows = []
+    images = torch.rand(16, 3, 256, 256, device=cuda)
+    for name, build in _models(weights).items():
+        model = build().to(cuda).train()
+        if name == "AAND":
+            model.synthesizer.use_rule(model.synthesizer.rule._replace(mode="auto"))  # Otsu's rule, Folder's default
+        for stage, step in _training_steps(model, images).items():
+            step()  # warm-up: allocations, cuDNN's choices
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                step()
+                note, passed = "", True
+            except RuntimeError as error:
+                note, passed = str(error).splitlines()[0][:200], False
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            rows.append(_row("no_host_sync", model=name, stage=stage, passed=passed, note=note))
     return rows
 
 
@@ -427,6 +473,7 @@ def main() -> None:
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = compare_devices(weights, cuda)
+    rows += host_syncs(weights, cuda)
     rows += fits(weights, None if args.tiny_only else args.data, work, cuda, args.out)
     rows.append(_row("wall_seconds", value=round(time.perf_counter() - start, 1)))
     write(rows, args.out, device_name(cuda or torch.device("cpu")))

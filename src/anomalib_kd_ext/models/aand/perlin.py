@@ -80,6 +80,17 @@ AUTOAUGMENT_IMAGENET = (
 )
 
 
+def to_device(values: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Copy host draws to ``device`` without making the host wait for the device.
+
+    A copy from ordinary (pageable) host memory to a GPU synchronises; from pinned memory it is queued like a
+    kernel. PyTorch caches pinned blocks, so pinning the few numbers of a batch costs little.
+    """
+    if device.type not in {"cpu", "meta"} and values.device.type == "cpu":
+        values = values.pin_memory()
+    return values.to(device, dtype, non_blocking=True)
+
+
 def _column(values: torch.Tensor) -> torch.Tensor:
     return values.view(-1, 1, 1, 1)
 
@@ -264,8 +275,8 @@ def _apply(
     values: torch.Tensor,
 ) -> None:
     """Apply an operation in place to the images at host positions ``rows`` with their values (host)."""
-    index = rows.to(images.device)
-    values = values.to(images.device, images.dtype if values.is_floating_point() else values.dtype)
+    index = to_device(rows, images.device)
+    values = to_device(values, images.device, images.dtype if values.is_floating_point() else values.dtype)
     images.index_copy_(0, index, operation(images.index_select(0, index), values))
 
 
@@ -455,9 +466,9 @@ class TextureBank:
             self.images = torch.zeros(len(self.paths), 3, height, width, dtype=torch.uint8, device=device)
             self.loaded.zero_()
         for index in indices[~self.loaded[indices]].unique().tolist():  # files not read yet
-            self.images[index] = self._read(self.paths[index], height, width).to(device)
+            self.images[index] = to_device(self._read(self.paths[index], height, width), device)
             self.loaded[index] = True
-        return self.images[indices.to(device)].float() / 255
+        return self.images[to_device(indices, device)].float() / 255
 
     @staticmethod
     def _read(path: Path, height: int, width: int) -> torch.Tensor:
@@ -518,9 +529,9 @@ class BatchedPerlinGenerator(nn.Module):
         device: torch.device,
     ) -> torch.Tensor:
         """Rotated noise of host draws, (N, H, W) on ``device``."""
-        noise = perlin_noise(scales.to(device), angles.to(device), height, width)
+        noise = perlin_noise(to_device(scales, device), to_device(angles, device), height, width)
         noise = rescale_flat_noise(noise)
-        return rotate(noise.unsqueeze(1), rotations.to(device)).squeeze(1)
+        return rotate(noise.unsqueeze(1), to_device(rotations, device)).squeeze(1)
 
     def forward(
         self,

@@ -43,7 +43,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import Normalize
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-from .perlin import BatchedPerlinGenerator, TextureBank
+from .perlin import BatchedPerlinGenerator, TextureBank, to_device
 
 ForegroundMode = Literal["off", "threshold", "auto", "disc", "box", "reference"]
 FOREGROUND_MODES = ("off", "threshold", "auto", "disc", "box", "reference")
@@ -324,10 +324,10 @@ class SyntheticAnomalyGenerator(nn.Module):
         augmented = images.clone()
         masks = images.new_zeros(batch_size, 1, height, width)
         if anomalous.numel():  # host-side indices: no read from the device
-            rows = anomalous.to(images.device)
+            rows = to_device(anomalous, images.device)
             image, region = images.index_select(0, rows), foreground.index_select(0, rows)
             sources, mask = self.perlin(len(anomalous), height, width, images.device, regions=region)
-            weight = weights[anomalous].to(images.device).view(-1, 1, 1, 1)
+            weight = to_device(weights[anomalous], images.device).view(-1, 1, 1, 1)
             blended = image * (1 - mask) + mask * (weight * sources + (1 - weight) * image)
             augmented.index_copy_(0, rows, blended.to(images.dtype))
             masks.index_copy_(0, rows, mask.to(masks.dtype))
