@@ -34,7 +34,9 @@ from .adapters import QuantizeNetworksOnlyAdapter
 
 if TYPE_CHECKING:
     import openvino as ov
+    from anomalib import TaskType
     from anomalib.data import AnomalibDataModule
+    from torchmetrics import Metric
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +211,11 @@ class GuardedExportMixin(QuantizeNetworksOnlyAdapter):
         input_size: tuple[int, int] | None = None,
         compression_type: CompressionType | None = None,
         datamodule: "AnomalibDataModule | None" = None,
-        **kwargs: Any,  # noqa: ANN401  # passed through to anomalib's to_openvino
+        metric: "Metric | None" = None,
+        task: "TaskType | None" = None,
+        max_drop: float = 0.01,
+        ov_kwargs: dict[str, Any] | None = None,
+        onnx_kwargs: dict[str, Any] | None = None,
     ) -> Path:
         """Anomalib's ``to_openvino``; INT8 quantisation without calibration data is refused before any work."""
         check_exportable(self)
@@ -227,7 +233,11 @@ class GuardedExportMixin(QuantizeNetworksOnlyAdapter):
                 input_size,
                 compression_type=compression_type,
                 datamodule=datamodule,
-                **kwargs,
+                metric=metric,
+                task=task,
+                max_drop=max_drop,
+                ov_kwargs=ov_kwargs,
+                onnx_kwargs=onnx_kwargs,
             )
         return Path(export_root) / "weights" / ExportType.OPENVINO.value / Path(path).name
 

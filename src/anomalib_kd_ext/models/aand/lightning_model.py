@@ -282,15 +282,16 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Train the RAA modules (stage 1) or the student (stage 2) on one batch."""
         del args, kwargs  # These variables are not used.
+        images = self.batch_images(batch)
         if self.stage == AMPLIFICATION:
-            loss = self._amplification_step(batch.image)
+            loss = self._amplification_step(images)
         else:
-            amplified, reconstructed = self.model(batch.image)
+            amplified, reconstructed = self.model(images)
             loss = self.loss(amplified, reconstructed)
             name = "train_hkd_loss" if self.loss.use_hard else "train_rd_loss"  # RD4AD's loss when HKD is off
-            self.log(name, loss.detach(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(batch.image))
+            self.log(name, loss.detach(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(images))
         self._step(loss)
-        self.log("train_loss", loss.detach(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(batch.image))
+        self.log("train_loss", loss.detach(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(images))
         return {"loss": loss}
 
     def _amplification_step(self, images: torch.Tensor) -> torch.Tensor:
@@ -323,7 +324,8 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
         schedulers = self.lr_schedulers()
         index = self.schedule.index_at(self.current_epoch)
         scheduler = schedulers[index] if isinstance(schedulers, list) else schedulers
-        scheduler.step()
+        if scheduler is not None:
+            scheduler.step()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the training stage next to the weights."""

@@ -25,12 +25,26 @@ class DistillationModuleMixin:
     model: torch.nn.Module
     input_size: tuple[int, int] | None
 
+    _example_input: torch.Tensor | None = None
+
     @property
     def example_input_array(self) -> torch.Tensor | None:
-        """One black image of the pre-processor's input size (``None`` without a fixed size)."""
-        if self.input_size is None:
-            return None
+        """One black image of the pre-processor's input size (``None`` without a fixed size), unless one was set."""
+        if self._example_input is not None or self.input_size is None:
+            return self._example_input
         return torch.zeros(1, 3, *(int(v) for v in self.input_size))
+
+    @example_input_array.setter
+    def example_input_array(self, example: torch.Tensor | None) -> None:
+        self._example_input = example
+
+    @staticmethod
+    def batch_images(batch: Batch) -> torch.Tensor:
+        """The images of a batch; a batch without images is an error that names the cause."""
+        if batch.image is None:
+            msg = "The batch holds no images: the datamodule must return image batches."
+            raise ValueError(msg)
+        return batch.image
 
     def check_input_size(self) -> None:
         """Raise a clear error if the pre-processor's input size does not fit the model (no fixed size: nothing)."""

@@ -225,7 +225,8 @@ def build_reverse_student(
         ValueError: If the teacher has no decoder rule (strides that do not double between levels).
     """
     arch = architecture_name(backbone)
-    same_input = input_channels is None or list(input_channels) == list(channels)
+    bottleneck_channels = list(channels if input_channels is None else input_channels)
+    same_input = bottleneck_channels == list(channels)
     if arch in ANOMALIB_RESNET_STUDENTS and tuple(layers) == RESNET_LAYERS:
         # Bottleneck before decoder: the order of random initialisation is part of the numeric regression tests.
         if same_input:
@@ -236,10 +237,10 @@ def build_reverse_student(
             bottleneck.bn4.requires_grad_(requires_grad=False)
         else:
             embedding_channels = 512 if arch in {"resnet18", "resnet34"} else 2048  # what anomalib's decoder takes
-            bottleneck = GeneratedBottleneck(input_channels, strides, embedding_channels=embedding_channels)
+            bottleneck = GeneratedBottleneck(bottleneck_channels, strides, embedding_channels=embedding_channels)
         return ReverseStudent(bottleneck, get_decoder(arch))
     _check_strides(backbone, layers, strides)
-    bottleneck = GeneratedBottleneck(channels if same_input else input_channels, strides)
+    bottleneck = GeneratedBottleneck(bottleneck_channels, strides)
     decoder = GeneratedDecoder(channels, strides, bottleneck.embedding_channels)
     return ReverseStudent(bottleneck, decoder)
 

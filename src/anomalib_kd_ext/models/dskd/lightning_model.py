@@ -120,9 +120,10 @@ class DSKD(PluginRuntime, DistillationModuleMixin, AnomalibModule):
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Match both students to the teacher on one batch of normal images."""
         del args, kwargs  # These variables are not used.
-        losses = self.loss(self.model(batch.image))
+        images = self.batch_images(batch)
+        losses = self.loss(self.model(images))
         # No logger=True: Lightning logs anyway when a logger is configured, and warns when it is not.
-        size = len(batch.image)
+        size = len(images)
         self.log("train_loss", losses["loss"].detach(), on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train_encoder_loss", losses["encoder_loss"].detach(), on_epoch=True, on_step=False, batch_size=size)
         self.log("train_decoder_loss", losses["decoder_loss"].detach(), on_epoch=True, on_step=False, batch_size=size)

@@ -142,6 +142,9 @@ class DSKDModel(nn.Module):
                 student = [feature.detach() for feature in student]
             if self.df_source == "teacher":
                 source = teacher
+            elif student is None:
+                msg = f"df_source={self.df_source!r} needs the encoder student: set use_encoder_student=True."
+                raise RuntimeError(msg)
             elif self.df_source == "student":
                 source = student
             else:
