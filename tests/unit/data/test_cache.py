@@ -104,7 +104,8 @@ def test_engine_fit_with_cache_gives_the_same_weights(tmp_path: Path) -> None:
 
     root = make_mvtec_like(tmp_path / "data")
     states = []
-    for callbacks in ([], [ImageCache()]):
+    # no cache; the default (a quarter of this machine's memory); a cap that holds a few of the 64 px items only
+    for callbacks in ([], [ImageCache()], [ImageCache(max_gigabytes=2e-4)]):
         seed_everything(0)
         model = DSKD(
             backbone="resnet18",
@@ -116,7 +117,21 @@ def test_engine_fit_with_cache_gives_the_same_weights(tmp_path: Path) -> None:
         fit_on_cpu(model, datamodule, tmp_path / f"run{len(states)}", callbacks=callbacks)
         if callbacks:
             assert len(callbacks[0].store) > 0
+            assert callbacks[0].nbytes <= callbacks[0].max_gigabytes * 2**30
             assert isinstance(datamodule.train_data, CachedDataset)
         states.append({key: value.clone() for key, value in model.state_dict().items()})
+    assert callbacks[0].store.full  # the small cap was reached: the other items were decoded every time
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key
+        assert torch.equal(states[0][key], states[2][key]), key
+
+
+def test_default_limit_is_a_quarter_of_the_memory() -> None:
+    """By default the cache stops at a quarter of the physical memory; None is the documented switch for none."""
+    import os
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    assert ImageCache().max_gigabytes == pytest.approx(memory / 4)
+    assert ImageCache(max_gigabytes=None).store.limit is None
+    with pytest.raises(ValueError, match="'auto' or None"):
+        ImageCache(max_gigabytes="all")
