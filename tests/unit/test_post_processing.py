@@ -114,3 +114,16 @@ def test_threshold_from_good_images_in_checkpoint_and_labels(tmp_path: Path) -> 
         raw_test = torch.cat([model.model(p.image).pred_score.flatten() for p in predictions])
     assert torch.equal(labels.bool(), raw_test > threshold)
     assert scores.numel() == 8
+    # the exported OpenVINO model labels with the same threshold: the folder scorer's pred_label
+    from anomalib.deploy import ExportType
+
+    from anomalib_kd_ext.deploy import score_folder
+
+    exported = engine.export(model=model, export_type=ExportType.OPENVINO, export_root=tmp_path / "export")
+    rows = score_folder(exported, root / "tiny" / "test", tmp_path / "scores", overlays=False)
+    paths = [Path(path) for p in predictions for path in p.image_path]
+    expected = {
+        path.relative_to(root / "tiny" / "test").as_posix(): bool(label)
+        for path, label in zip(paths, labels, strict=False)
+    }
+    assert {row["image"]: row["pred_label"] for row in rows} == expected
