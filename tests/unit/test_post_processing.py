@@ -124,6 +124,6 @@ def test_threshold_from_good_images_in_checkpoint_and_labels(tmp_path: Path) -> 
     paths = [Path(path) for p in predictions for path in p.image_path]
     expected = {
         path.relative_to(root / "tiny" / "test").as_posix(): bool(label)
-        for path, label in zip(paths, labels, strict=False)
+        for path, label in zip(paths, labels, strict=True)
     }
     assert {row["image"]: row["pred_label"] for row in rows} == expected
