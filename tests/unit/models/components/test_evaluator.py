@@ -7,17 +7,20 @@ import warnings
 from pathlib import Path
 
 from anomalib.data import Folder
+from anomalib.engine import Engine
 
 from anomalib_kd_ext.models import DSKD
-from helpers import RESNET18, fit_on_cpu, make_mvtec_like
 
 
-def test_image_only_data_reports_image_metrics_without_warnings(tmp_path: Path) -> None:
+def test_image_only_data_reports_image_metrics_without_warnings(
+    tiny_dataset: Path,
+    resnet18: dict,
+    tmp_path: Path,
+) -> None:
     """A Folder without masks: image AUROC and F1 only, and no "compute ... before update" warning."""
-    root = make_mvtec_like(tmp_path / "data", n_train=6)
     datamodule = Folder(
         name="parts",
-        root=root / "tiny",
+        root=tiny_dataset / "tiny",
         normal_dir="train/good",
         normal_test_dir="test/good",
         abnormal_dir="test/defect",
@@ -25,8 +28,9 @@ def test_image_only_data_reports_image_metrics_without_warnings(tmp_path: Path) 
         eval_batch_size=3,
         num_workers=0,
     )
-    model = DSKD(**RESNET18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)), visualizer=False)
-    engine = fit_on_cpu(model, datamodule, tmp_path / "run", default_epochs=1)
+    model = DSKD(**resnet18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)), visualizer=False)
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", max_epochs=1, logger=False)
+    engine.fit(model=model, datamodule=datamodule)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
