@@ -239,9 +239,7 @@ def conftest(tests_dir: Path, year: int) -> str:
         f"{header(year)}\n"
         '"""Fixtures of the AAND and DSKD tests: a generated MVTec AD-layout dataset, a backbone, weights."""\n\n'
         "import copy\nfrom pathlib import Path\n\nimport numpy as np\nimport pytest\nimport torch\n"
-        "from PIL import Image\n\n"
-        + "\n\n\n".join([sources[name] for name in copied] + fixtures)
-        + "\n"
+        "from PIL import Image\n\n" + "\n\n\n".join([sources[name] for name in copied] + fixtures) + "\n"
     )
 
 
