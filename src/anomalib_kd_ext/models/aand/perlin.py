@@ -97,8 +97,7 @@ def _column(values: torch.Tensor) -> torch.Tensor:
 
 def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """``factor * images + (1 - factor) * other`` in [0, 1], torchvision's ``_blend`` with a factor per image."""
-    factor = _column(factor)
-    return (factor * images + (1 - factor) * other).clamp(0, 1)
+    return torch.lerp(other.expand_as(images), images, _column(factor)).clamp_(0, 1)
 
 
 def _affine(images: torch.Tensor, matrices: torch.Tensor, mode: str) -> torch.Tensor:
@@ -165,11 +164,12 @@ def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tenso
 def adjust_sharpness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Torchvision's ``adjust_sharpness`` with a factor per image (3x3 smoothing kernel, border kept).
 
-    The kernel (ones, 5 in the centre, over 13) is taken as 9 times a 3x3 mean plus 4 times the centre.
+    The kernel (ones, 5 in the centre, over 13) is taken as a 3x3 box sum (shifted slices) plus 4 times the centre.
     """
     degenerate = images.clone()
-    box = F.avg_pool2d(images, kernel_size=3, stride=1)
-    degenerate[..., 1:-1, 1:-1] = (9 * box + 4 * images[..., 1:-1, 1:-1]) / 13
+    rows = images[..., :-2, :] + images[..., 1:-1, :] + images[..., 2:, :]
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+    degenerate[..., 1:-1, 1:-1] = (box + 4 * images[..., 1:-1, 1:-1]) / 13
     return _blend(images, degenerate, factor)
 
 
@@ -186,13 +186,12 @@ def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         torch.where(maximum == green, (blue - red) / safe + 2, (red - green) / safe + 4),
     )
     hue = torch.where(delta == 0, torch.zeros_like(hue), hue / 6).remainder(1.0)
-    saturation = torch.where(maximum == 0, torch.zeros_like(delta), delta / torch.where(maximum == 0, 1, maximum))
     hue = (hue + shift.view(-1, 1, 1)).remainder(1.0)
-    sector = hue * 6
     offsets = torch.tensor([5.0, 3.0, 1.0], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    k = (offsets + sector.unsqueeze(1)).remainder(6)
+    k = (offsets + 6 * hue.unsqueeze(1)).remainder(6)
     ramp = torch.clamp(torch.minimum(k, 4 - k), 0, 1)
-    return maximum.unsqueeze(1) * (1 - saturation.unsqueeze(1) * ramp)
+    # HSV back to RGB: value * (1 - saturation * ramp), where value * saturation = max - min
+    return maximum.unsqueeze(1) - delta.unsqueeze(1) * ramp
 
 
 def solarize(images: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -275,8 +274,8 @@ def _apply(
     values: torch.Tensor,
 ) -> None:
     """Apply an operation in place to the images at host positions ``rows`` with their values (host)."""
-    index = to_device(rows, images.device)
     values = to_device(values, images.device, images.dtype if values.is_floating_point() else values.dtype)
+    index = to_device(rows, images.device)
     images.index_copy_(0, index, operation(images.index_select(0, index), values))
 
 

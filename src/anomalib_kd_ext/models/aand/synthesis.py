@@ -328,7 +328,8 @@ class SyntheticAnomalyGenerator(nn.Module):
             image, region = images.index_select(0, rows), foreground.index_select(0, rows)
             sources, mask = self.perlin(len(anomalous), height, width, images.device, regions=region)
             weight = to_device(weights[anomalous], images.device).view(-1, 1, 1, 1)
-            blended = image * (1 - mask) + mask * (weight * sources + (1 - weight) * image)
+            # image * (1 - mask) + mask * (weight * sources + (1 - weight) * image), in one pass
+            blended = torch.lerp(image, sources.to(image.dtype), mask.to(image.dtype) * weight)
             augmented.index_copy_(0, rows, blended.to(images.dtype))
             masks.index_copy_(0, rows, mask.to(masks.dtype))
         return SyntheticBatch(images=augmented, masks=masks, foreground=foreground)
