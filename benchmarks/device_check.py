@@ -272,7 +272,7 @@ def _weights_digest(model: torch.nn.Module) -> tuple[str, bool]:
     """SHA-256 of the state dict's bytes, and whether every floating tensor is finite."""
     digest, finite = hashlib.sha256(), True
     for value in model.state_dict().values():
-        tensor = value.detach().cpu().contiguous()
+        tensor = value.detach().cpu().contiguous().reshape(-1)
         if tensor.is_floating_point():
             finite &= bool(torch.isfinite(tensor).all())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
