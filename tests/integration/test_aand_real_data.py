@@ -11,6 +11,7 @@ from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
 from anomalib_kd_ext.models import AAND
+from helpers import TEST_ACCELERATOR
 
 MVTEC_ROOT = Path(__file__).parents[2].parent / "shared" / "datasets" / "mvtec_ad"
 
@@ -33,7 +34,13 @@ def test_one_epoch_per_stage_learns_bottle(lite0_weights: str, tmp_path: Path) -
         distillation_epochs=1,
     )
     datamodule = MVTecAD(root=MVTEC_ROOT, category="bottle", train_batch_size=16, eval_batch_size=16, num_workers=2)
-    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    engine = Engine(
+        default_root_dir=tmp_path,
+        accelerator=TEST_ACCELERATOR,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+    )
     engine.fit(model=model, datamodule=datamodule)
     metrics = engine.test(model=model, datamodule=datamodule)[0]
     assert metrics["image_AUROC"] > 0.8

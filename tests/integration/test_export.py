@@ -22,7 +22,7 @@ from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.runtime import anomaly_map_tail, input_convolutions
-from helpers import RESNET18, needs_tmpfs, on_small_disk
+from helpers import RESNET18, TEST_ACCELERATOR, needs_tmpfs, on_small_disk
 
 # FP32 export against torch eager, after post-processing (values in [0, 1]).
 FP32_TOLERANCE = 1e-4
@@ -46,7 +46,7 @@ def _engine(root: Path, max_epochs: int | None = None) -> Engine:
     kwargs = {"max_epochs": max_epochs} if max_epochs else {}
     return Engine(
         default_root_dir=root,
-        accelerator="cpu",
+        accelerator=TEST_ACCELERATOR,
         devices=1,
         logger=False,
         enable_progress_bar=False,

@@ -21,7 +21,7 @@ from anomalib.models import get_model, list_models
 from anomalib.utils.path import convert_to_snake_case
 
 from anomalib_kd_ext.models.components import LITE0_LAYERS
-from helpers import make_mvtec_like
+from helpers import TEST_ACCELERATOR, make_mvtec_like
 
 PLUGIN_MODELS = ("AAND", "DSKD")
 EXTRA_ARGS = {"AAND": {"amplification_epochs": 1, "distillation_epochs": 1}, "DSKD": {}}
@@ -65,7 +65,7 @@ def _objects(name: str, dataset_path: Path, project_path: Path, lite0_weights: s
         **EXTRA_ARGS[name],
     )
     datamodule = MVTecAD(root=dataset_path, category="dummy", train_batch_size=2, eval_batch_size=2, num_workers=0)
-    engine = Engine(logger=False, default_root_dir=project_path, max_epochs=1, devices=1, accelerator="cpu")
+    engine = Engine(logger=False, default_root_dir=project_path, max_epochs=1, devices=1, accelerator=TEST_ACCELERATOR)
     return model, datamodule, engine
 
 
