@@ -15,6 +15,7 @@ from helpers import run_offline
 
 REPO = Path(__file__).parents[2]
 RUFF_CONFIG = REPO / "tests" / "data" / "anomalib_ruff.toml"
+MYPY_CONFIG = REPO / "tests" / "data" / "anomalib_mypy.toml"
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,19 @@ def test_generator_is_idempotent(patched_tree: tuple[Path, list[Path]]) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert {path: path.read_bytes() for path in written} == before
+
+
+def test_patch_passes_anomalib_mypy_and_bandit(patched_tree: tuple[Path, list[Path]]) -> None:
+    """The generated model code passes mypy and bandit as anomalib's pre-commit runs them (its settings)."""
+    root, written = patched_tree
+    code = [str(path) for path in written if path.suffix == ".py" and (root / "src") in path.parents]
+    assert code
+    # errors of the modules the patch imports (anomalib itself, at this environment's library versions) are not its own
+    mypy = [sys.executable, "-m", "mypy", "--config-file", str(MYPY_CONFIG), "--follow-imports", "silent", *code]
+    checked = run_offline(mypy, cwd=root, MYPYPATH=str(root / "src"))
+    assert checked.returncode == 0, checked.stdout[-5000:]
+    bandit = run_offline([sys.executable, "-m", "bandit", "-q", "-ll", "-iii", *code], cwd=root)
+    assert bandit.returncode == 0, bandit.stdout[-5000:]
 
 
 def test_patch_passes_anomalib_lint(patched_tree: tuple[Path, list[Path]]) -> None:
