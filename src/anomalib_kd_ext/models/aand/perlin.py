@@ -87,7 +87,7 @@ def to_device(values: torch.Tensor, device: torch.device, dtype: torch.dtype | N
     kernel. PyTorch caches pinned blocks, so pinning the few numbers of a batch costs little.
     """
     if device.type not in {"cpu", "meta"} and values.device.type == "cpu":
-        values = values.pin_memory()
+        values = values.contiguous().pin_memory()  # a strided source would be copied through pageable memory
     return values.to(device, dtype, non_blocking=True)
 
 
@@ -444,7 +444,8 @@ def rescale_flat_noise(noise: torch.Tensor) -> torch.Tensor:
 class TextureBank:
     """Texture images decoded once, resized to the masks' size and kept as uint8 on the device.
 
-    A texture is read from disk the first time it is drawn; after that, drawing it costs an index.
+    A texture is read from disk the first time it is drawn and appended to the bank; after that, drawing it costs an
+    index. The bank holds the textures drawn so far only, and is not pickled with the model (it is rebuilt on use).
 
     Args:
         paths (Sequence[Path]): Texture image files.
@@ -452,22 +453,42 @@ class TextureBank:
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self.paths = list(paths)
-        self.images: torch.Tensor | None = None  # (T, 3, H, W) uint8
-        self.loaded = torch.zeros(len(self.paths), dtype=torch.bool)
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the decoded textures."""
+        self.images: torch.Tensor | None = None  # (loaded, 3, H, W) uint8
+        self.slots = torch.full((len(self.paths),), -1, dtype=torch.long)  # file index -> row of images, -1: unread
+        self.size: tuple[int, int, torch.device] | None = None
 
     def __len__(self) -> int:
         """Number of texture files."""
         return len(self.paths)
 
+    def __getstate__(self) -> dict:
+        """Pickle the file list only: the decoded images are a cache."""
+        return {"paths": self.paths}
+
+    def __setstate__(self, state: dict) -> None:
+        """Restore an empty bank for the pickled file list."""
+        self.paths = state["paths"]
+        self.clear()
+
     def take(self, indices: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
         """Textures at host ``indices``, (N, 3, H, W) float in [0, 1] on ``device``."""
-        if self.images is None or self.images.shape[-2:] != (height, width) or self.images.device != device:
-            self.images = torch.zeros(len(self.paths), 3, height, width, dtype=torch.uint8, device=device)
-            self.loaded.zero_()
-        for index in indices[~self.loaded[indices]].unique().tolist():  # files not read yet
-            self.images[index] = to_device(self._read(self.paths[index], height, width), device)
-            self.loaded[index] = True
-        return self.images[to_device(indices, device)].float() / 255
+        if self.size != (height, width, device):
+            self.clear()
+            self.size = (height, width, device)
+        missing = indices[self.slots[indices] < 0].unique()
+        if missing.numel():  # files not read yet: decode them and append them to the bank
+            new = torch.stack([self._read(self.paths[index], height, width) for index in missing.tolist()])
+            loaded = 0 if self.images is None else len(self.images)
+            self.slots[missing] = torch.arange(loaded, loaded + len(missing))
+            new = to_device(new, device)
+            self.images = new if self.images is None else torch.cat([self.images, new])
+        if self.images is None:  # no index drawn
+            return torch.empty(0, 3, height, width, device=device)
+        return self.images.index_select(0, to_device(self.slots[indices], device)).float() / 255
 
     @staticmethod
     def _read(path: Path, height: int, width: int) -> torch.Tensor:

@@ -33,11 +33,13 @@ Example:
     (torch.Size([4, 3, 64, 64]), torch.Size([4, 1, 64, 64]))
 """
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
+from torch.amp import is_autocast_available
 from torch.nn import functional as F  # noqa: N812
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import Normalize
@@ -309,7 +311,18 @@ class SyntheticAnomalyGenerator(nn.Module):
             images (torch.Tensor): Images in [0, 1], or normalised by ``normalize``, (N, C, H, W).
             normalize (Normalize | None): The pre-processor's normalisation: undone before synthesis (which works
                 on [0, 1] images) and applied again to the result. Defaults to ``None``.
+
+        The synthesis computes in float32 with autocast off, whatever the precision of the images or of the training
+        step (masks and noise of a half-precision pass would differ); images come back in their own dtype and the
+        masks as float32.
         """
+        device_type = images.device.type
+        if images.dtype != torch.float32 or (
+            is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+        ):
+            with torch.autocast(device_type, enabled=False) if is_autocast_available(device_type) else nullcontext():
+                synthetic = self(images.float(), normalize=normalize)
+            return synthetic._replace(images=synthetic.images.to(images.dtype))
         if normalize is not None:
             mean, std = _statistics(normalize, images)
             synthetic = self(images * std + mean)
@@ -329,7 +342,7 @@ class SyntheticAnomalyGenerator(nn.Module):
             sources, mask = self.perlin(len(anomalous), height, width, images.device, regions=region)
             weight = to_device(weights[anomalous], images.device).view(-1, 1, 1, 1)
             # image * (1 - mask) + mask * (weight * sources + (1 - weight) * image), in one pass
-            blended = torch.lerp(image, sources.to(image.dtype), mask.to(image.dtype) * weight)
-            augmented.index_copy_(0, rows, blended.to(images.dtype))
-            masks.index_copy_(0, rows, mask.to(masks.dtype))
+            blended = torch.lerp(image, sources, mask * weight)
+            augmented.index_copy_(0, rows, blended)
+            masks.index_copy_(0, rows, mask)
         return SyntheticBatch(images=augmented, masks=masks, foreground=foreground)
