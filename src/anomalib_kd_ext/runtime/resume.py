@@ -73,10 +73,12 @@ def restore_random_state(state: dict[str, Any], module: torch.nn.Module | None =
     np.random.set_state(legacy)  # noqa: NPY002  # the legacy global generator is what user code seeds
     torch.set_rng_state(state["torch"])
     cuda_state = state.get("cuda")
-    if isinstance(cuda_state, list):  # checkpoints before per-rank states held every GPU's state
-        cuda_state = cuda_state[torch.cuda.current_device()] if len(cuda_state) > torch.cuda.current_device() else None
     if cuda_state is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(cuda_state)
+        if isinstance(cuda_state, list):  # checkpoints before per-rank states held every GPU's state
+            device = torch.cuda.current_device()
+            cuda_state = cuda_state[device] if len(cuda_state) > device else None
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state)
     if module is not None:
         generators = module_generators(module)
         for name, generator_state in state.get("modules", {}).items():
@@ -130,6 +132,10 @@ class ResumableRandomStateMixin:
                 world_size,
             )
         restore_random_state(states[rank] if len(states) == world_size else states[0], self)  # type: ignore[arg-type]
+        if len(states) != world_size:  # every rank holds rank 0's streams now: the models' own ones split per rank
+            for generator in module_generators(self).values():  # type: ignore[arg-type]
+                base = int(torch.randint(2**62, (1,), generator=generator))
+                generator.manual_seed((base + 0x9E3779B97F4A7C15 * (rank + 1)) % 2**63)
 
 
 def attached_trainer(module: LightningModule) -> Trainer | None:

@@ -45,7 +45,16 @@ def test_each_rank_gets_its_own_states_back(rank: int, world_size: int, monkeypa
     monkeypatch.setattr(resume, "_world", lambda trainer: (rank, world_size))  # noqa: ARG005
     module.on_load_checkpoint({CHECKPOINT_KEY: {"per_rank": states}})
     assert torch.equal(torch.get_rng_state(), states[expected_rank]["torch"])
-    assert torch.equal(module.synthesis.generator.get_state(), states[expected_rank]["modules"]["synthesis"])
+    restored = module.synthesis.generator.get_state()
+    if world_size == len(states):
+        assert torch.equal(restored, states[expected_rank]["modules"]["synthesis"])
+    else:  # rank 0's stream, split by rank: not rank 0's, and not what another rank continues with
+        assert not torch.equal(restored, states[0]["modules"]["synthesis"])
+        other = _Module()
+        other.synthesis.generator.set_state(states[0]["modules"]["synthesis"])
+        monkeypatch.setattr(resume, "_world", lambda trainer: (rank + 1, world_size))  # noqa: ARG005
+        other.on_load_checkpoint({CHECKPOINT_KEY: {"per_rank": states}})
+        assert not torch.equal(other.synthesis.generator.get_state(), restored)
     assert module.synthesis.seeded
 
 
