@@ -9,8 +9,9 @@ small model's training step on a CPU. :class:`ImageCache` keeps each item the da
 after the dataset's augmentations, which anomalib sets to the model's ``Resize``) in memory and serves it again:
 
 - **Bounded.** Items are float32 (0.75 MiB at 256 px, 3 MiB at 512 px): by default the cache stops at a quarter
-  of the machine's memory, read at run time, and decodes the items beyond it as anomalib does; the log gives the
-  limit and the number of cached items. ``max_gigabytes`` sets another limit, ``None`` none.
+  of the memory (the machine's, or a container's limit where lower; shared among the DDP processes of a machine),
+  read at run time, and decodes the items beyond it as anomalib does; the log gives the limit and the number of
+  cached items. ``max_gigabytes`` sets another limit, ``None`` none.
 - **Same tensors.** An item is served from the cache only when the dataset's augmentations are deterministic
   (``Resize``, ``Normalize``, ``CenterCrop``, ``Grayscale``, dtype conversions and their ``Compose``); a subset with
   random augmentations is left uncached, with a warning, so nothing the model sees changes.
@@ -217,13 +218,28 @@ class ImageCache(Callback):
                     break
 
 
+CGROUP_LIMIT = Path("/sys/fs/cgroup/memory.max")  # a container's memory limit (cgroup v2)
+
+
 def default_limit_gigabytes(share: float = 0.25) -> float:
-    """A ``share`` of this machine's physical memory in GB, read at run time (8 GB where it cannot be read)."""
+    """A ``share`` of the memory this process may use, in GB, read at run time, split among the local processes.
+
+    The memory is the machine's physical memory, or a container's limit where that is lower (cgroup v2's
+    ``memory.max``); under DDP each process on the machine (``LOCAL_WORLD_SIZE``) keeps its own cache and gets an
+    equal part. 32 GB are assumed where the physical memory cannot be read.
+    """
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system
-        return 8.0
-    return share * total / 2**30
+        total = 32 * 2**30
+    try:
+        limit = CGROUP_LIMIT.read_text().strip()
+    except OSError:
+        limit = "max"
+    if limit.isdigit():
+        total = min(total, int(limit))
+    processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
+    return share * total / processes / 2**30
 
 
 class _BoundedStore(dict):

@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from anomalib_kd_ext.data import CachedDataset, ImageCache
-from anomalib_kd_ext.data.cache import is_deterministic
+from anomalib_kd_ext.data.cache import CGROUP_LIMIT, is_deterministic
 from helpers import make_mvtec_like
 
 
@@ -126,12 +126,17 @@ def test_engine_fit_with_cache_gives_the_same_weights(tmp_path: Path) -> None:
         assert torch.equal(states[0][key], states[2][key]), key
 
 
-def test_default_limit_is_a_quarter_of_the_memory() -> None:
-    """By default the cache stops at a quarter of the physical memory; None is the documented switch for none."""
+def test_default_limit_is_a_quarter_of_the_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default the cache stops at a quarter of the memory (a container's limit where lower); None: no limit."""
     import os
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    if CGROUP_LIMIT.is_file() and CGROUP_LIMIT.read_text().strip().isdigit():
+        memory = min(memory, int(CGROUP_LIMIT.read_text()) / 2**30)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert ImageCache().max_gigabytes == pytest.approx(memory / 4)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two DDP processes on this machine: half each
+    assert ImageCache().max_gigabytes == pytest.approx(memory / 8)
     assert ImageCache(max_gigabytes=None).store.limit is None
     with pytest.raises(ValueError, match="'auto' or None"):
         ImageCache(max_gigabytes="all")
