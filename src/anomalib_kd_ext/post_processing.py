@@ -7,10 +7,13 @@ anomalib's default post-processor sets the image threshold that maximises F1 on 
 defective images there; with good images only it falls back to the highest validation score. A production line
 usually starts with good parts only and asks for something else anyway: "flag at most 1 % of good parts".
 :class:`FalseAlarmPostProcessor` sets the image threshold from the scores of the **normal** validation images: the
-``(k + 1)``-th highest of ``n`` with ``k = floor(rate * n)``, so at most ``k`` of them (a share of at most
-``rate``) score above it. A new good image, exchangeable with those ``n``, is then flagged with probability
-``(k + 1) / (n + 1)``, whatever the model and the score distribution; the count of good images flagged out of ``m``
-follows a beta-binomial distribution (``a = k + 1``, ``b = n - k``), which the tests use as the interval.
+``(k + 1)``-th highest of ``n``, so that ``k`` of them score above it. A new good image, exchangeable with those
+``n``, is then flagged with probability ``(k + 1) / (n + 1)``, whatever the model and the score distribution, and
+``k = floor(rate * (n + 1)) - 1`` is the largest ``k`` for which that is at most ``rate``. With fewer than
+``1 / rate - 1`` good validation images no threshold keeps the rate (``k`` would be -1): the highest score is used,
+which flags ``1 / (n + 1)`` of new good images, and a warning says how many images the rate needs. The count of good
+images flagged out of ``m`` follows a beta-binomial distribution (``a = k + 1``, ``b = n - k``), which the tests use
+as the interval.
 
 It is anomalib's :class:`~anomalib.post_processing.PostProcessor` with another image-threshold metric: the
 threshold is a buffer like anomalib's, so it is saved in checkpoints and exported with the model (torch, ONNX,
@@ -26,8 +29,8 @@ Example:
     >>> from anomalib_kd_ext.post_processing import _FalseAlarmThreshold
     >>> metric = _FalseAlarmThreshold(false_alarm_rate=0.1)
     >>> metric.update(torch.arange(20.0), torch.zeros(20, dtype=torch.long))
-    >>> float(metric.compute())  # 2 of 20 good scores (10 %) lie above it
-    17.0
+    >>> float(metric.compute())  # a new good score lies above it with probability 2 / 21 (at most 10 %)
+    18.0
 """
 
 import logging
@@ -53,7 +56,7 @@ def check_rate(false_alarm_rate: float) -> float:
 
 
 class _FalseAlarmThreshold(Threshold):
-    """The score above which at most ``false_alarm_rate`` of the normal images lie (see the module docstring)."""
+    """The score a new normal image exceeds with probability at most ``false_alarm_rate`` (see the module docstring)."""
 
     def __init__(self, false_alarm_rate: float = 0.01, **kwargs: Any) -> None:  # noqa: ANN401  # torchmetrics' options
         super().__init__(**kwargs)
@@ -69,13 +72,25 @@ class _FalseAlarmThreshold(Threshold):
         self.labels.append(target.detach().flatten())
 
     def compute(self) -> torch.Tensor:
-        """The ``(floor(rate * n) + 1)``-th highest score of the ``n`` normal images (NaN without any)."""
+        """The ``(k + 1)``-th highest of ``n`` normal scores, ``k = floor(rate * (n + 1)) - 1`` (NaN without any)."""
         scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
         normal = scores[labels == 0]
-        if normal.numel() == 0:
+        count = normal.numel()
+        if count == 0:
             logger.warning("No normal image in the validation split: the false-alarm threshold cannot be set.")
             return torch.tensor(float("nan"), device=scores.device)
-        above = math.floor(self.false_alarm_rate * normal.numel())
+        above = math.floor(self.false_alarm_rate * (count + 1)) - 1
+        if above < 0:
+            needed = math.ceil(1 / self.false_alarm_rate) - 1
+            logger.warning(
+                "%d good validation images are too few for a false-alarm rate of %g (it needs %d): the threshold is "
+                "their highest score, which flags about %.1f %% of good images.",
+                count,
+                self.false_alarm_rate,
+                needed,
+                100 / (count + 1),
+            )
+            above = 0
         return normal.sort(descending=True).values[above]
 
 
