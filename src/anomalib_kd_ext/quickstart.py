@@ -15,7 +15,7 @@ test cells by score, with their heat maps and labels). Equivalent with the stock
 ``anomalib train --config configs/aand_lite0.yaml --data ELPV --data.max_train_images 200``.
 
 Example:
-    python -m anomalib_kd_ext.quickstart                  # AAND, about 8 minutes on a 2-core CPU
+    python -m anomalib_kd_ext.quickstart                  # AAND, 3.5 to 6 minutes on a 2-core CPU
     python -m anomalib_kd_ext.quickstart --model DSKD
 """
 
