@@ -17,6 +17,7 @@ EXTRA = {"torch": "cpu", "torchvision": "cpu"}
 
 
 def _ours() -> dict[str, Requirement]:
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11 reads pyproject.toml")
     dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
     return {(r := Requirement(line)).name: r for line in dependencies}
 
