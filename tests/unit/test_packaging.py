@@ -7,7 +7,6 @@ from importlib.metadata import requires
 from pathlib import Path
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 
