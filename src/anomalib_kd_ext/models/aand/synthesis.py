@@ -33,17 +33,17 @@ Example:
     (torch.Size([4, 3, 64, 64]), torch.Size([4, 1, 64, 64]))
 """
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
+from kornia.filters import get_gaussian_kernel1d
 from torch import nn
-from torch.amp import is_autocast_available
-from torch.nn import functional as F  # noqa: N812
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import Normalize
 from torchvision.transforms.v2.functional import rgb_to_grayscale
+
+from anomalib_kd_ext.models.components.anomaly_map import autocast_enabled, autocast_off, reflect_blur_matrix
 
 from .perlin import BatchedPerlinGenerator, TextureBank, to_device
 
@@ -145,25 +145,16 @@ class SyntheticBatch(NamedTuple):
     foreground: torch.Tensor  # (N, 1, H, W), 1 on the foreground
 
 
-def _blur_matrix(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
-    """(size, size) matrix of a 1-D Gaussian blur with reflect padding: ``x @ matrix`` blurs the last axis."""
-    radius = min(int(4.0 * sigma + 0.5), size - 1)
-    offsets = torch.arange(-radius, radius + 1, device=like.device, dtype=like.dtype)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    basis = torch.eye(size, device=like.device, dtype=like.dtype).unsqueeze(1)
-    padded = F.pad(basis, (radius, radius), mode="reflect")
-    return F.conv1d(padded, (kernel / kernel.sum()).view(1, 1, -1)).squeeze(1)
-
-
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur with reflect padding, (N, 1, H, W) -> (N, 1, H, W), as two matrix products.
 
-    A 65-tap kernel (sigma 8) as a convolution of one channel is slow on CPUs; the banded matrices give the same
-    result up to float rounding.
+    Radius ``4 sigma``, at most one less than the smaller side (reflect padding needs it). A 65-tap kernel (sigma 8)
+    as a convolution of one channel is slow on CPUs; the banded matrices give the same result up to float rounding.
     """
-    rows = _blur_matrix(images.shape[-2], sigma, images)
-    columns = _blur_matrix(images.shape[-1], sigma, images)
-    return rows.transpose(0, 1) @ images @ columns
+    height, width = images.shape[-2:]
+    radius = min(int(4.0 * sigma + 0.5), height - 1, width - 1)
+    taps = get_gaussian_kernel1d(2 * radius + 1, sigma, device=images.device, dtype=images.dtype).flatten()
+    return reflect_blur_matrix(height, taps).transpose(0, 1) @ images @ reflect_blur_matrix(width, taps)
 
 
 def otsu_thresholds(values: torch.Tensor, bins: int = 256) -> torch.Tensor:
@@ -316,11 +307,8 @@ class SyntheticAnomalyGenerator(nn.Module):
         step (masks and noise of a half-precision pass would differ); images come back in their own dtype and the
         masks as float32.
         """
-        device_type = images.device.type
-        if images.dtype != torch.float32 or (
-            is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-        ):
-            with torch.autocast(device_type, enabled=False) if is_autocast_available(device_type) else nullcontext():
+        if images.dtype != torch.float32 or autocast_enabled(images.device.type):
+            with autocast_off(images.device.type):
                 synthetic = self(images.float(), normalize=normalize)
             return synthetic._replace(images=synthetic.images.to(images.dtype))
         if normalize is not None:

@@ -26,7 +26,7 @@ Example:
 """
 
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
 import torch
@@ -48,6 +48,28 @@ def cosine_distance(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tenso
 
 
 BORDER = "reflect"  # border of the blur (anomalib's default)
+
+
+def reflect_blur_matrix(size: int, taps: torch.Tensor) -> torch.Tensor:
+    """(size, size) matrix of a 1-D blur with odd ``taps`` and a reflected border: ``x @ matrix`` blurs x's last axis.
+
+    Row ``i`` is the blurred unit vector ``e_i``, so the matrix comes out of ``conv1d`` already in the orientation
+    a right-multiplication needs (see :meth:`CosineAnomalyMap.blur_matrix_t`).
+    """
+    basis = torch.eye(size, dtype=taps.dtype, device=taps.device).unsqueeze(1)
+    radius = taps.numel() // 2
+    padded = F.pad(basis, (radius, radius), mode=BORDER)
+    return F.conv1d(padded, taps.view(1, 1, -1)).squeeze(1)
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (``False`` for devices without autocast, e.g. ``meta``)."""
+    return is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
+def autocast_off(device_type: str) -> AbstractContextManager:
+    """A context that switches autocast off for ``device_type`` where it is on (a no-op elsewhere)."""
+    return torch.autocast(device_type, enabled=False) if autocast_enabled(device_type) else nullcontext()
 
 
 class CosineAnomalyMap(nn.Module):
@@ -108,9 +130,7 @@ class CosineAnomalyMap(nn.Module):
         computed a wrong map when an in-graph transpose of the conv-built blur matrix fed a MatMul (dynamic-shape
         ONNX export, see ``docs/deployment.md``).
         """
-        basis = torch.eye(size, dtype=like.dtype, device=like.device).unsqueeze(1)
-        padded = F.pad(basis, self.blur_padding[:2], mode=BORDER)
-        return F.conv1d(padded, self.blur_rows.to(like.dtype).view(1, 1, -1)).squeeze(1)
+        return reflect_blur_matrix(size, self.blur_rows.to(like.dtype).flatten())
 
     def smooth(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Gaussian blur of an (N, 1, H, W) map with anomalib's kernel, padding and border mode."""
@@ -132,10 +152,8 @@ class CosineAnomalyMap(nn.Module):
             msg = "No feature levels to compare."
             raise ValueError(msg)
         height, width = (int(side) for side in image_size)
-        device_type = pairs[0][0].device.type
-        autocast = is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-        with torch.autocast(device_type, enabled=False) if autocast else nullcontext():
-            distances = [cosine_distance(teacher.float(), student.float()) for teacher, student in pairs]
+        with autocast_off(pairs[0][0].device.type):
+            distances = [cosine_distance(teacher, student) for teacher, student in pairs]  # float32
             return self._map(distances, height, width)
 
     def _map(self, distances: list[torch.Tensor], height: int, width: int) -> torch.Tensor:

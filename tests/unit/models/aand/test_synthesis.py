@@ -183,3 +183,21 @@ def test_generator_uses_the_resolved_rule() -> None:
     assert batch.foreground[0, 0, 0, 0] == 0
     assert batch.foreground[0, 0, 32, 32] == 1
     assert (batch.masks <= batch.foreground).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 96, 80), (2, 1, 20, 40)])
+def test_foreground_blur_equals_the_reference_convolution(shape: tuple[int, ...]) -> None:
+    """The matrix blur is the reference's separable sigma-8 Gaussian with reflected borders (radius cut to fit)."""
+    from torch.nn import functional as F  # noqa: N812
+
+    from anomalib_kd_ext.models.aand.synthesis import FOREGROUND_SIGMA, _gaussian_blur
+
+    images = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    sigma = FOREGROUND_SIGMA
+    radius = min(int(4 * sigma + 0.5), shape[-1] - 1, shape[-2] - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    rows = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    expected = F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    torch.testing.assert_close(_gaussian_blur(images, sigma), expected, atol=1e-5, rtol=0)
