@@ -200,10 +200,7 @@ def _training_steps(model: torch.nn.Module, images: torch.Tensor) -> dict[str, A
     """Forward, loss and backward of each training stage of AAND or DSKD (the part of a step that is ours)."""
 
     def aand_amplification() -> None:
-        synthetic = model.synthesizer(images, normalize=None)
-        output = model.model.amplification_forward(synthetic.images, synthetic.masks, synthetic.foreground)
-        loss = model.amplification_loss(output.features, output.amplified, output.masks, output.foreground)
-        (loss + model.focal_loss([g for g in output.gates if g is not None], output.masks)).backward()
+        model.amplification_losses(images)[0].backward()
 
     def aand_distillation() -> None:
         model.loss(*model.model(images)).backward()

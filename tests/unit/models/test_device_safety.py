@@ -82,15 +82,7 @@ def _aand(resnet18: dict) -> AAND:
 
 
 def _aand_stage1(model: AAND, images: torch.Tensor) -> torch.Tensor:
-    synthetic = model.synthesizer(images, normalize=None)
-    output = model.model.amplification_forward(synthetic.images, synthetic.masks, synthetic.foreground)
-    loss = model.amplification_weight * model.amplification_loss(
-        output.features,
-        output.amplified,
-        output.masks,
-        output.foreground,
-    )
-    return loss + model.focal_loss([gate for gate in output.gates if gate is not None], output.masks)
+    return model.amplification_losses(images)[0]
 
 
 def _aand_stage2(model: AAND, images: torch.Tensor) -> torch.Tensor:

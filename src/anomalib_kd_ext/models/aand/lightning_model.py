@@ -56,7 +56,7 @@ from anomalib_kd_ext.runtime import PluginRuntime
 from .loss import AmplificationLoss, GateFocalLoss, HardKnowledgeDistillationLoss
 from .schedule import AMPLIFICATION, DISTILLATION, StageSchedule
 from .synthesis import ForegroundMode, SyntheticAnomalyGenerator, find_normalize, reference_rule, synthesis_seed
-from .torch_model import AANDModel
+from .torch_model import AANDModel, AmplificationOutput
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
         super().on_fit_start()
         if self.synthesizer is not None and self.amplification_epochs > 0:
             self.synthesizer.load_textures()
-            if not self.synthesizer.perlin.seeded:  # a resumed fit has its states back already
+            if not self.synthesizer.seeded:  # a resumed fit has its states back already
                 # a stream per rank, from the run's seed: under DDP every rank draws other anomalies
                 self.synthesizer.seed(synthesis_seed(torch.initial_seed(), self.global_rank))
             if self.synthesizer.foreground == "reference":
@@ -294,7 +294,13 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
         self.log("train_loss", loss.detach(), on_epoch=True, on_step=False, prog_bar=True, batch_size=len(images))
         return {"loss": loss}
 
-    def _amplification_step(self, images: torch.Tensor) -> torch.Tensor:
+    def amplification_losses(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, AmplificationOutput]:
+        """Stage 1 on a batch of normal images: synthetic anomalies, the RAA forward and its losses.
+
+        Returns:
+            The stage's loss (weighted amplification loss plus, with the gate, the focal loss), the amplification
+            loss alone, and the forward's output (features, gates and masks per level).
+        """
         if self.synthesizer is None:
             msg = "Stage 1 needs the synthetic anomaly generator, but this model was built with use_raa=False."
             raise RuntimeError(msg)
@@ -303,8 +309,13 @@ class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
         amplification = self.amplification_loss(output.features, output.amplified, output.masks, output.foreground)
         loss = self.amplification_weight * amplification
         if self.use_gate:
+            loss = loss + self.focal_loss([gate for gate in output.gates if gate is not None], output.masks)
+        return loss, amplification, output
+
+    def _amplification_step(self, images: torch.Tensor) -> torch.Tensor:
+        loss, amplification, output = self.amplification_losses(images)
+        if self.use_gate:
             gates = [gate for gate in output.gates if gate is not None]
-            loss = loss + self.focal_loss(gates, output.masks)
             for gate, mask in zip(gates, output.masks, strict=True):
                 self.gate_precision.update(gate.detach().flatten(), mask.flatten().long())
                 self.gate_recall.update(gate.detach().flatten(), mask.flatten().long())

@@ -269,6 +269,11 @@ class SyntheticAnomalyGenerator(nn.Module):
         """The host random stream of the synthesis (seed it with :meth:`seed`; its state resumes a run)."""
         return self.perlin.generator
 
+    @property
+    def seeded(self) -> bool:
+        """Whether the stream was seeded (by :meth:`seed` or from a checkpoint) rather than from torch's global seed."""
+        return self.perlin.seeded
+
     def seed(self, seed: int) -> None:
         """Seed the synthesis' own random stream, e.g. with a different seed on each distributed rank."""
         self.perlin.seed(seed)
