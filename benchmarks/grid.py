@@ -3,13 +3,14 @@
 
 """KD models side by side: a grid of models x datasets x seeds, trained and tested through anomalib's Engine.
 
-Every cell uses the same teacher, image size, batch size, seed and epoch budget, and runs in its own process (so the
-peak memory column is that cell's, and one crashing cell does not end the grid). A finished cell is a row of
-``<out>/grid.csv``; a rerun with the same ``--out`` skips the cells already there (resume after an interruption; an
-interrupted cell starts again from scratch). After each cell the Markdown table (mean ± std over seeds) and the PNG
-chart are rewritten from the CSV. Each cell's learning curves (the per-epoch losses the model logs, and AAND's
-stage-1 gate precision and recall) are copied to ``<out>/curves/<model>_<dataset>_<category>_seed<seed>_e<epochs>.csv``
-and summarised in ``grid.md``.
+The cells are those of the installed compare command (``python -m anomalib_kd_ext.compare``, package
+``anomalib_kd_ext.compare``: one implementation). Every cell uses the same teacher, image size, batch size, seed
+and epoch budget, and runs in its own process (so the peak memory column is that cell's, and one crashing cell does
+not end the grid). A finished cell is a row of ``<out>/grid.csv``; a rerun with the same ``--out`` skips the cells
+already there (resume after an interruption; an interrupted cell starts again from scratch). After each cell the
+Markdown table (mean ± std over seeds) and the PNG chart are rewritten from the CSV. Each cell's learning curves
+(the per-epoch losses the model logs, and AAND's stage-1 gate precision and recall) are copied to
+``<out>/curves/<model>_<dataset>_<category>_seed<seed>_e<epochs>.csv`` and summarised in ``grid.md``.
 
 Models (``--models``; teacher ``tf_efficientnet_lite0`` with real ImageNet weights from the ``lite0`` extra):
 
@@ -23,6 +24,9 @@ Models (``--models``; teacher ``tf_efficientnet_lite0`` with real ImageNet weigh
 ``--epochs`` is the number of training epochs of every model; AAND's two stages get ``--epochs`` each (the
 distillation stage, the part every model shares, has the same length everywhere). Training validates once, after
 the last epoch (validation on the test split only sets the thresholds and normalisation; no model selection).
+With ``--false-alarm-rate R`` the protocol is the compare command's instead: ``--val-split-ratio`` of the good
+training images are held out and set each model's threshold at rate R, and the rows add the recall on defective
+test images at it (``recall_at_false_alarm``) and the share of good test images flagged (``good_flagged``).
 
 Datasets (``--datasets``): ``mvtec:<category>``, ``visa:<category>``, ``mvtec3d:<category>`` (roots from
 ``--mvtec-root`` etc.; skipped with a message when absent), ``battery_weld`` (``../shared/datasets`` Folder layout),
@@ -40,61 +44,20 @@ Example (the small CPU grid of the README; run from the repository root):
 
 import argparse
 import csv
-import json
 import math
-import os
-import platform
-import resource
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.tables import write_csv
+from anomalib_kd_ext.compare.report import mean_std, read_rows
+from anomalib_kd_ext.compare.runner import run_cells
+from anomalib_kd_ext.compare.spec import COLUMNS, METRICS, MODELS, PAPER_TEACHERS, Cell, DatasetSpec, Settings
 
 if TYPE_CHECKING:
     from anomalib.data import AnomalibDataModule
     from anomalib.models import AnomalibModule
 
-PAPER_TEACHERS = {  # per model family, the backbone of its paper
-    "Stfpm": {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]},
-    "RD": {"backbone": "wide_resnet50_2", "layers": ["layer1", "layer2", "layer3"]},
-    "AAND": {"backbone": "wide_resnet50_2.tv_in1k", "layers": ["layer1", "layer2", "layer3"]},
-    "DSKD": {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"]},
-}
-MODELS = {
-    "Stfpm": ("Stfpm", {}),
-    "RD": ("AAND", {"use_raa": False, "use_hkd": False}),
-    "AAND": ("AAND", {}),
-    "AAND_raa_off": ("AAND", {"use_raa": False}),
-    "AAND_hkd_off": ("AAND", {"use_hkd": False}),
-    "DSKD": ("DSKD", {}),
-    "DSKD_se_only": ("DSKD", {"use_decoder_student": False}),
-    "DSKD_sd_only": ("DSKD", {"use_encoder_student": False, "df_source": "teacher"}),
-    "DSKD_df_teacher": ("DSKD", {"df_source": "teacher"}),
-    "DSKD_df_both": ("DSKD", {"df_source": "both"}),
-}
-COLUMNS = [
-    "model",
-    "dataset",
-    "category",
-    "seed",
-    "teacher",
-    "epochs",
-    "image_size",
-    "batch_size",
-    "image_AUROC",
-    "image_F1Score",
-    "pixel_AUROC",
-    "pixel_AUPRO",
-    "train_seconds",
-    "peak_memory_MB",
-    "inference_ms_per_image",
-    "hardware",
-]
-METRICS = ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_AUPRO"]
-KEY = ("model", "dataset", "category", "seed", "teacher", "epochs", "image_size")
+__all__ = ["COLUMNS", "METRICS", "MODELS", "PAPER_TEACHERS", "mean_std", "read_rows"]
 KEY_OF_CURVE = ("model", "dataset", "category", "seed", "epochs")
 
 
@@ -118,14 +81,24 @@ def parse_dataset(spec: str, args: argparse.Namespace) -> tuple[str, str, Path |
     raise ValueError(msg)
 
 
+def dataset_spec(dataset: str, category: str, root: Path | None) -> DatasetSpec:
+    """The core's description of a dataset :func:`parse_dataset` returned (Folder: the grid's layout)."""
+    if dataset != "folder":
+        return DatasetSpec(kind=dataset, category=category, root=None if root is None else str(root))
+    mask_dir = "ground_truth/defect" if root is not None and (root / "ground_truth/defect").is_dir() else None
+    return DatasetSpec(kind="folder", category=category, root=str(root), mask_dir=mask_dir)
+
+
 def dataset_missing(dataset: str, category: str, root: Path | None) -> str | None:
     """Why the dataset cannot be used here, or ``None``."""
-    if dataset == "elpv":
-        import importlib.util
+    return dataset_spec(dataset, category, root).missing()
 
-        return None if importlib.util.find_spec("elpv_dataset") else "`pip install elpv-dataset` (extra `elpv`)"
-    folder = root / category if dataset in {"mvtec", "visa", "mvtec3d"} else root
-    return None if folder.is_dir() else f"{folder} not found"
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The core's settings from a benchmark's arguments (what a benchmark does not have keeps its default)."""
+    defaults = Settings(accelerator="cpu")
+    names = Settings.__dataclass_fields__
+    return Settings(**{name: getattr(args, name, getattr(defaults, name)) for name in names})
 
 
 def make_datamodule(
@@ -140,128 +113,16 @@ def make_datamodule(
 
     ``overrides`` replace the shared datamodule arguments (e.g. ``val_split_mode="from_train"``).
     """
-    from anomalib.data import Folder, MVTec3D, MVTecAD, Visa
+    from anomalib_kd_ext.compare.cells import make_datamodule as core_datamodule
 
-    from anomalib_kd_ext.data import ELPV
-
-    common = {
-        "train_batch_size": args.batch_size,
-        "eval_batch_size": args.batch_size,
-        "num_workers": args.num_workers,
-        "val_split_mode": "same_as_test",
-        "seed": seed,
-    } | overrides
-    if dataset == "mvtec":
-        return MVTecAD(root=root, category=category, **common)
-    if dataset == "visa":
-        return Visa(root=root, category=category, **common)
-    if dataset == "mvtec3d":
-        return MVTec3D(root=root, category=category, **common)
-    if dataset == "elpv":
-        return ELPV(cell_type=category, max_train_images=args.elpv_max_train, **common)
-    mask_dir = "ground_truth/defect" if (root / "ground_truth/defect").is_dir() else None
-    return Folder(
-        name=category,
-        root=root,
-        normal_dir="train/good",
-        normal_test_dir="test/good",
-        abnormal_dir="test/defect",
-        mask_dir=mask_dir,
-        **common,
-    )
+    return core_datamodule(dataset_spec(dataset, category, root), settings_of(args), seed, **overrides)
 
 
 def make_model(name: str, args: argparse.Namespace, work_dir: Path) -> "AnomalibModule":
     """One model of the grid with the chosen teacher and image size."""
-    from anomalib.models import ReverseDistillation, Stfpm
+    from anomalib_kd_ext.compare.cells import make_model as core_model
 
-    from anomalib_kd_ext.models import AAND, DSKD
-    from anomalib_kd_ext.models.components import LITE0_LAYERS, LITE0_PACKAGE_WEIGHTS
-
-    family, switches = MODELS[name]
-    size = (args.image_size, args.image_size)
-    if args.teacher == "paper":
-        teacher = PAPER_TEACHERS["RD" if name == "RD" else family]
-        if name == "RD":
-            return ReverseDistillation(**teacher, pre_processor=ReverseDistillation.configure_pre_processor(size))
-        model_class = {"Stfpm": Stfpm, "AAND": AAND, "DSKD": DSKD}[family]
-        extra = {"evaluator": DSKD.configure_evaluator()} if family == "Stfpm" else {}
-        return model_class(**teacher, **switches, **extra, pre_processor=model_class.configure_pre_processor(size))
-    if family == "Stfpm":
-        from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
-
-        backbone = save_timm_local_dir("tf_efficientnet_lite0", LITE0_PACKAGE_WEIGHTS, work_dir / "lite0_local_dir")
-        return Stfpm(
-            backbone=backbone,
-            layers=list(LITE0_LAYERS),
-            evaluator=DSKD.configure_evaluator(),
-            pre_processor=Stfpm.configure_pre_processor(size),
-        )
-    teacher = {
-        "backbone": "tf_efficientnet_lite0",
-        "layers": list(LITE0_LAYERS),
-        "backbone_weights": LITE0_PACKAGE_WEIGHTS,
-    }
-    if family == "AAND":
-        stages = {"amplification_epochs": args.epochs, "distillation_epochs": args.epochs}
-        texture = {"texture_dir": args.texture_dir}
-        return AAND(**teacher, **stages, **texture, **switches, pre_processor=AAND.configure_pre_processor(size))
-    return DSKD(**teacher, **switches, pre_processor=DSKD.configure_pre_processor(size))
-
-
-def run_cell(cell: dict, args: argparse.Namespace) -> dict:
-    """Train and test one cell (in this process); return its row."""
-    from anomalib.engine import Engine
-    from lightning.pytorch import seed_everything
-    from lightning.pytorch.loggers import CSVLogger
-
-    from anomalib_kd_ext.data import ImageCache
-    from benchmarks.common import EpochTimer, hardware, inference_ms
-
-    dataset, category, root = parse_dataset(cell["dataset_spec"], args)
-    work_dir = Path(args.work_dir) / f"{cell['model']}_{dataset}_{category}_seed{cell['seed']}"
-    seed_everything(cell["seed"], workers=True)
-    model = make_model(cell["model"], args, work_dir)
-    datamodule = make_datamodule(dataset, category, root, args, cell["seed"])
-    total_epochs = model.trainer_arguments.get("max_epochs", args.epochs)
-    timer = EpochTimer()
-    engine = Engine(
-        default_root_dir=work_dir,
-        callbacks=[ImageCache(), timer] if args.image_cache else [timer],
-        logger=CSVLogger(save_dir=str(work_dir), name="logs", version=0),
-        accelerator=args.accelerator,
-        devices=1,
-        max_epochs=total_epochs,
-        check_val_every_n_epoch=total_epochs,
-        enable_progress_bar=False,
-    )
-    engine.fit(model=model, datamodule=datamodule)
-    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
-    curves = Path(args.out) / "curves"
-    curves.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(
-        Path(engine.trainer.logger.log_dir) / "metrics.csv",
-        curves / curve_name(cell["model"], dataset, category, cell["seed"], args.epochs),
-    )
-    teacher = "paper" if args.teacher == "paper" else "tf_efficientnet_lite0 (ImageNet, lite0 extra)"
-    row = {
-        "model": cell["model"],
-        "dataset": dataset,
-        "category": category,
-        "seed": cell["seed"],
-        "teacher": teacher,
-        "epochs": args.epochs,
-        "image_size": args.image_size,
-        "batch_size": args.batch_size,
-        **{name: metrics.get(name) for name in METRICS},
-        "train_seconds": round(sum(timer.seconds.values()), 1),
-        "inference_ms_per_image": round(inference_ms(model.model.cpu(), image_size=args.image_size), 1),
-        "hardware": hardware(engine.trainer.strategy.root_device),
-    }
-    # ru_maxrss is in KiB on Linux (bytes on macOS).
-    scale = 1 if platform.system() == "Darwin" else 1024
-    row["peak_memory_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20)
-    return {column: row.get(column) for column in COLUMNS}
+    return core_model(name, settings_of(args), work_dir)
 
 
 def curve_name(model: str, dataset: str, category: str, seed: int, epochs: int) -> str:
@@ -324,51 +185,35 @@ def curve_lines(groups: dict[tuple[str, str], list[dict]], out: Path) -> list[st
     return lines if len(lines) > 5 else []
 
 
-def read_rows(csv_path: Path) -> list[dict]:
-    """Rows of the grid CSV (numbers as floats, empty cells as ``None``)."""
-    if not csv_path.is_file():
-        return []
-    with csv_path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        for key, value in row.items():
-            if key in {"seed", "epochs", "image_size", "batch_size"}:
-                row[key] = int(value)
-            elif key in METRICS or key in {"train_seconds", "peak_memory_MB", "inference_ms_per_image"}:
-                row[key] = float(value) if value not in {"", "None"} else None
-    return rows
-
-
-def mean_std(values: list[float], digits: int = 3) -> str:
-    """``mean ± std`` (sample std over seeds), or the single value, or ``–`` when there is none."""  # noqa: RUF002  # the en dash it returns
-    values = [value for value in values if value is not None and not math.isnan(value)]
-    if not values:
-        return "–"  # noqa: RUF001  # en dash: the empty cell of the markdown tables
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    std = math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def groups_of(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
     """Rows grouped by (``dataset/category``, model); the model carries its budget when the rows mix budgets."""
     groups: dict[tuple[str, str], list[dict]] = {}
     several_budgets = len({row["epochs"] for row in rows}) > 1  # e.g. a learning-curve run: one group per budget
+    several_rates = len({row.get("false_alarm_rate") for row in rows}) > 1  # thresholds set two ways
     for row in rows:
         model = f"{row['model']} ({row['epochs']} epochs)" if several_budgets else row["model"]
+        if several_rates:
+            model += f" (false alarms {row.get('false_alarm_rate') or 'F1 on test'})"
         groups.setdefault((row["dataset"] + "/" + row["category"], model), []).append(row)
     return groups
 
 
 def summary_table(rows: list[dict]) -> list[str]:
     """The main table of ``grid.md``: mean ± std over seeds of every metric per dataset and model."""
+    alarms = [key for key in ("recall_at_false_alarm", "good_flagged") if any(row.get(key) is not None for row in rows)]
+    rates = sorted({row["false_alarm_rate"] for row in rows if row.get("false_alarm_rate") is not None})
+    names = {"recall_at_false_alarm": "recall at false-alarm rate", "good_flagged": "good flagged"}
     lines = [
-        "| dataset | model | seeds | " + " | ".join(METRICS) + " | train s | peak MB | ms/image |",
-        "|---|---|---|" + "---|" * (len(METRICS) + 3),
+        "| dataset | model | seeds | "
+        + " | ".join([*METRICS, *(names[key] for key in alarms)])
+        + " | train s | peak MB | ms/image |",
+        "|---|---|---|" + "---|" * (len(METRICS) + len(alarms) + 3),
     ]
+    if alarms:  # the rows of a --false-alarm-rate run
+        rate_text = ", ".join(f"{rate:g}" for rate in rates)
+        lines[:0] = [f"Thresholds at a false-alarm rate of {rate_text} on held-out good training images.", ""]
     for (dataset, model), group in sorted(groups_of(rows).items()):
-        cells = [mean_std([row[metric] for row in group]) for metric in METRICS]
+        cells = [mean_std([row.get(metric) for row in group]) for metric in [*METRICS, *alarms]]
         extra = [mean_std([row[key] for row in group], 0) for key in ("train_seconds", "peak_memory_MB")]
         speed = mean_std([row["inference_ms_per_image"] for row in group], 1)
         lines.append(f"| {dataset} | {model} | {len(group)} | " + " | ".join([*cells, *extra, speed]) + " |")
@@ -479,86 +324,28 @@ def plot(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
 
 
 def run_grid(args: argparse.Namespace) -> None:
-    """Run the cells not in the CSV yet, each in a child process, with a progress bar over the grid."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Run the cells not in the CSV yet, one child process each (the compare command's runner)."""
     out = Path(args.out)
-    csv_path = out / "grid.csv"
-    rows = read_rows(csv_path)
-    teacher = "paper" if args.teacher == "paper" else "tf_efficientnet_lite0 (ImageNet, lite0 extra)"
+    settings = settings_of(args)
     cells = []
     for spec in args.datasets:
-        dataset, category, root = parse_dataset(spec, args)
-        if (reason := dataset_missing(dataset, category, root)) is not None:
+        dataset = dataset_spec(*parse_dataset(spec, args))
+        if (reason := dataset.missing()) is not None:
             print(f"skipping {spec}: {reason}", flush=True)
             continue
-        cells += [
-            {"model": model, "dataset_spec": spec, "seed": seed, "key": (model, dataset, category, seed)}
-            for seed in args.seeds
-            for model in args.models
-        ]
-    done = {
-        (row["model"], row["dataset"], row["category"], row["seed"])
-        for row in rows
-        if (row["teacher"], row["epochs"], row["image_size"]) == (teacher, args.epochs, args.image_size)
-    }
-    failed = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    ) as progress:
-        task = progress.add_task("grid", total=len(cells))
-        for cell in cells:
-            label = f"{cell['model']} on {cell['dataset_spec']} seed {cell['seed']}"
-            if cell["key"] in done:
-                progress.console.print(f"{label}: in {csv_path}, skipped")
-                progress.advance(task)
-                continue
-            progress.update(task, description=label)
-            row = run_child(cell, out)
-            if row is None:
-                failed.append(label)
-                progress.console.print(f"[red]{label}: failed, see {out / 'logs'}[/red]")
-            else:
-                rows.append(row)
-                write_csv(rows, csv_path, COLUMNS)
-                summarise(rows, out)
-                metrics = ", ".join(f"{name} {row[name]:.3f}" for name in METRICS if row[name] is not None)
-                progress.console.print(f"{label}: {metrics}, {row['train_seconds']:.0f} s training")
-            progress.advance(task)
+        for seed in args.seeds:
+            for model in args.models:
+                name = f"{model}_{dataset.kind}_{dataset.category}_seed{seed}"
+                curves = out / "curves" / curve_name(model, dataset.kind, dataset.category, seed, args.epochs)
+                cells.append(
+                    Cell(model, dataset, seed, settings, work_dir=str(Path(args.work_dir) / name), curves=str(curves)),
+                )
+    rows, failed = run_cells(cells, out / "grid.csv", out / "logs", after_row=lambda rows: summarise(rows, out))
     if rows:
         print(summarise(rows, out))
-        print(f"results: {csv_path}, {out / 'grid.md'}, {out / 'grid.png'}")
+        print(f"results: {out / 'grid.csv'}, {out / 'grid.md'}, {out / 'grid.png'}")
     if failed:
         sys.exit(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
-
-
-def run_child(cell: dict, out: Path) -> dict | None:
-    """Run one cell in a child process (its log under ``out/logs``); its row, or ``None`` when it failed."""
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    name = (
-        f"{cell['model']}_{cell['dataset_spec'].replace(':', '_').replace('=', '_').replace('/', '_')}_{cell['seed']}"
-    )
-    result = logs / f"{name}.json"
-    result.unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.grid",
-        *sys.argv[1:],
-        "--cell",
-        json.dumps(cell),
-        "--cell-result",
-        str(result),
-    ]
-    with (logs / f"{name}.log").open("w") as log:
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())  # noqa: S603  # this interpreter re-running this module
-    if code != 0 or not result.is_file():
-        return None
-    return json.loads(result.read_text())
 
 
 def add_dataset_roots(parser: argparse.ArgumentParser) -> None:
@@ -594,11 +381,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--texture-dir", default=None, help="AAND texture folder (default: anomalib's Perlin noise)")
     parser.add_argument("--elpv-max-train", type=int, default=None, help="ELPV: keep this many training cells")
+    parser.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=None,
+        help=(
+            "hold --val-split-ratio of the good training images out to set each model's threshold at this rate and "
+            "report the recall on defects at it (default: validation on the test split, no recall)"
+        ),
+    )
+    parser.add_argument("--val-split-ratio", type=float, default=0.2, help="with --false-alarm-rate: held-out share")
     add_dataset_roots(parser)
     parser.add_argument("--work-dir", default="results/grid")
     parser.add_argument("--out", default="benchmarks/results/grid_cpu")
-    parser.add_argument("--cell", help=argparse.SUPPRESS)
-    parser.add_argument("--cell-result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         for spec in args.datasets:
@@ -607,17 +402,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(error))
     if args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    if args.false_alarm_rate is not None and not 0 < args.false_alarm_rate < 1:
+        parser.error(f"--false-alarm-rate must lie between 0 and 1, got {args.false_alarm_rate}")
     return args
 
 
 def main() -> None:
-    """Run the grid, or (``--cell``) one cell of it."""
-    args = parse_args()
-    if args.cell is None:
-        run_grid(args)
-        return
-    row = run_cell(json.loads(args.cell), args)  # an exception prints its traceback into the cell's log
-    Path(args.cell_result).write_text(json.dumps(row), encoding="utf-8")
+    """Run the grid."""
+    run_grid(parse_args())
 
 
 if __name__ == "__main__":

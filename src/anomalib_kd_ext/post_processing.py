@@ -55,6 +55,19 @@ def check_rate(false_alarm_rate: float) -> float:
     return float(false_alarm_rate)
 
 
+def scores_above(false_alarm_rate: float, count: int) -> int:
+    """``k = floor(rate * (count + 1)) - 1``: good scores above the threshold (-1: too few)."""
+    return math.floor(false_alarm_rate * (count + 1)) - 1
+
+
+def expected_false_alarms(false_alarm_rate: float, count: int) -> float:
+    """The share of new good images flagged, ``(k + 1) / (count + 1)``, by a threshold set on ``count`` good images.
+
+    At most ``false_alarm_rate``, except with too few images (``1 / (count + 1)``: the highest score is used).
+    """
+    return (max(scores_above(false_alarm_rate, count), 0) + 1) / (count + 1)
+
+
 class _FalseAlarmThreshold(Threshold):
     """The score a new normal image exceeds with probability at most ``false_alarm_rate`` (see the module docstring)."""
 
@@ -79,7 +92,7 @@ class _FalseAlarmThreshold(Threshold):
         if count == 0:
             logger.warning("No normal image in the validation split: the false-alarm threshold cannot be set.")
             return torch.tensor(float("nan"), device=scores.device)
-        above = math.floor(self.false_alarm_rate * (count + 1)) - 1
+        above = scores_above(self.false_alarm_rate, count)
         if above < 0:
             needed = math.ceil(1 / self.false_alarm_rate) - 1
             logger.warning(
