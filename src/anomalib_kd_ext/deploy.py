@@ -232,7 +232,8 @@ def score_folder(
     except OSError as error:
         msg = f"Cannot write results next to '{output}' ({error.strerror}): choose a writable --output folder."
         raise DeployError(msg) from error
-    rows, skipped = [], []
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     start = time.perf_counter()
     try:
         for path, image, prediction in scorer.score_many(_read_all(paths, skip_unreadable, skipped)):

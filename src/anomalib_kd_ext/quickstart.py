@@ -24,7 +24,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from anomalib.models import AnomalibModule
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         val_split_mode="same_as_test",  # validation only sets the threshold; every test image is scored
         seed=args.seed,
     )
-    teacher = {
+    teacher: dict[str, Any] = {
         "backbone": "tf_efficientnet_lite0",
         "layers": list(LITE0_LAYERS),
         "backbone_weights": LITE0_PACKAGE_WEIGHTS,
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         callbacks=[ImageCache()],  # each cell decoded and resized once, not every epoch
     )
     engine.fit(model=model, datamodule=datamodule)
-    metrics = engine.test(model=model, datamodule=datamodule)[0]
+    metrics = dict(engine.test(model=model, datamodule=datamodule)[0])
     run_dir = Path(engine.trainer.default_root_dir)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     overview(model, datamodule, run_dir / "overview.png")
@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     for name, value in metrics.items():
         print(f"  {name}: {value:.4f}")
-    print(f"checkpoint: {engine.trainer.checkpoint_callback.best_model_path or run_dir / 'weights'}")
+    checkpoint = getattr(engine.trainer.checkpoint_callback, "best_model_path", None)
+    print(f"checkpoint: {checkpoint or run_dir / 'weights'}")
     print(f"heat maps:  {images} ({count} images)")
     print(f"metrics:    {run_dir / 'metrics.json'}")
     print(f"overview:   {run_dir / 'overview.png'}")

@@ -141,7 +141,8 @@ def _isort_key(name: str) -> tuple[int, str]:
 def _insert_names(block: str, names: list[str], quoted: bool) -> str:
     """Add ``names`` to a one-name-per-line list, keeping ruff's isort order for imports."""
     items = [item.strip().strip(",").strip('"') for item in block.splitlines() if item.strip()]
-    indent = re.match(r"\s*", next(line for line in block.splitlines() if line.strip())).group(0)
+    first = next(line for line in block.splitlines() if line.strip())
+    indent = first[: len(first) - len(first.lstrip())]
     for name in names:
         if name in items:
             continue
@@ -205,12 +206,13 @@ def conftest(tests_dir: Path, year: int) -> str:
         ValueError: If ``helpers.py`` lacks one of the definitions the conftest copies.
     """
     helpers = (tests_dir / "helpers.py").read_text()
-    sources = {}
+    sources: dict[str, str] = {}
     for node in ast.parse(helpers).body:
+        segment = ast.get_source_segment(helpers, node) or ""
         if isinstance(node, ast.FunctionDef):
-            sources[node.name] = ast.get_source_segment(helpers, node)
+            sources[node.name] = segment
         elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            sources[node.targets[0].id] = ast.get_source_segment(helpers, node)
+            sources[node.targets[0].id] = segment
     copied = ["RESNET18", "_object_image", "make_mvtec_like"]
     if missing := [name for name in copied if name not in sources]:
         msg = f"{tests_dir / 'helpers.py'} does not define {', '.join(missing)}, which the generated conftest copies"

@@ -40,7 +40,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -92,6 +92,9 @@ class CachedDataset(Dataset):
         dataset (Dataset): anomalib dataset (``AnomalibDataset``: ``samples`` with ``image_path``).
         store (dict): Item store, shared by every dataset of one :class:`ImageCache`.
     """
+
+    dataset: Any  # an anomalib dataset (``samples``, items by index)
+    store: dict
 
     def __init__(self, dataset: Dataset, store: dict) -> None:
         object.__setattr__(self, "dataset", dataset)
@@ -168,7 +171,7 @@ class ImageCache(Callback):
             raise ValueError(msg)
         self.num_threads = num_threads
         self.max_gigabytes = max_gigabytes
-        self.store: dict = _BoundedStore(None if max_gigabytes is None else int(max_gigabytes * 2**30))
+        self.store: _BoundedStore = _BoundedStore(None if max_gigabytes is None else int(max_gigabytes * 2**30))
 
     @property
     def nbytes(self) -> int:

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from types import TracebackType
 
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -126,7 +127,7 @@ def check_image_files(datamodule: object, report_dir: Path | str | None = None) 
             has_mask = isinstance(mask_path, str) and bool(mask_path)
             if has_mask:
                 mask_size = _inspect(Path(mask_path), problems)
-                if None not in {mask_size, image_size} and mask_size != image_size:
+                if mask_size is not None and image_size is not None and mask_size != image_size:
                     detail = f"mask {mask_size[0]}x{mask_size[1]}, image {image_size[0]}x{image_size[1]}"
                     problems.append(("mask_size", str(mask_path), f"{detail} ({image_path})"))
             elif masked and label == 1:
@@ -181,8 +182,8 @@ def _mask_folder_pairs(datamodule: object) -> list[tuple[list[Path], list[Path],
             values = value if isinstance(value, list | tuple) else [value]
             return [Path(v) if Path(v).is_absolute() or root is None else Path(root) / v for v in values]
 
-        masks = _listed(folders(datamodule.mask_dir))
-        return [(_listed(folders(datamodule.abnormal_dir)), masks, bool(masks))]
+        masks = _listed(folders(getattr(datamodule, "mask_dir", None)))
+        return [(_listed(folders(getattr(datamodule, "abnormal_dir", None))), masks, bool(masks))]
     category = getattr(datamodule, "category", None)
     if root is None or category is None:
         return []
@@ -254,7 +255,7 @@ def show_uncaught_briefly() -> None:
     if getattr(previous, "shows_dataset_problems_briefly", False):
         return
 
-    def hook(kind: type[BaseException], value: BaseException, traceback: object) -> None:
+    def hook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
         if getattr(value, "show_briefly", False):
             print(f"{kind.__name__}: {value}", file=sys.stderr)
         else:

@@ -52,9 +52,10 @@ def capture_random_state(module: torch.nn.Module | None = None) -> dict[str, Any
     """States of Python's, NumPy's and torch's global generators (and ``module`` 's own), ``weights_only``-safe."""
     version, internal, gauss = random.getstate()
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002  # the legacy global generator is what user code seeds
+    key_array = np.asarray(keys, dtype=np.int64)  # the legacy form's keys (typed str | ndarray by numpy)
     state: dict[str, Any] = {
         "python": [version, list(internal), gauss],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian],
+        "numpy": [name, torch.from_numpy(key_array), position, has_gauss, cached_gaussian],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
