@@ -337,9 +337,9 @@ def run_grid(args: argparse.Namespace) -> None:
             for model in args.models:
                 name = f"{model}_{dataset.kind}_{dataset.category}_seed{seed}"
                 curves = out / "curves" / curve_name(model, dataset.kind, dataset.category, seed, args.epochs)
-                cells.append(
-                    Cell(model, dataset, seed, settings, work_dir=str(Path(args.work_dir) / name), curves=str(curves)),
-                )
+                work_dir = Path(args.work_dir) / name
+                predictions = str(work_dir / "predictions")  # per-image scores and small maps, beside the checkpoint
+                cells.append(Cell(model, dataset, seed, settings, str(work_dir), str(curves), predictions))
     rows, failed = run_cells(cells, out / "grid.csv", out / "logs", after_row=lambda rows: summarise(rows, out))
     if rows:
         print(summarise(rows, out))

@@ -133,3 +133,25 @@ def on_small_disk(
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     full = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", *command]
     return subprocess.run(full, capture_output=True, text=True, env=env, timeout=600, check=False)  # noqa: S603
+
+
+def assert_metrics_match_predictions(engine: object, model: object, datamodule: object, metrics: dict) -> None:
+    """The reported image (and, where given, pixel) AUROC equal those of the model's own test-set predictions.
+
+    ``engine.predict`` on the test split gives the post-processed scores and maps the evaluator saw; scikit-learn's
+    AUROC of those against the labels and masks must be the reported number, so a metric computed on the wrong
+    outputs, labels or split fails, whatever its value.
+    """
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    batches = engine.predict(model=model, dataloaders=datamodule.test_dataloader())
+    labels = torch.cat([batch.gt_label for batch in batches]).flatten()
+    scores = torch.cat([batch.pred_score for batch in batches]).flatten()
+    assert labels.unique().numel() == 2, "the test split needs good and defective images"
+    assert metrics["image_AUROC"] == pytest.approx(roc_auc_score(labels.numpy(), scores.float().numpy()), abs=1e-4)
+    if "pixel_AUROC" in metrics:
+        masks = torch.cat([batch.gt_mask for batch in batches]).flatten()
+        maps = torch.cat([batch.anomaly_map for batch in batches]).flatten()
+        expected = roc_auc_score(masks.int().numpy(), maps.float().numpy())
+        assert metrics["pixel_AUROC"] == pytest.approx(expected, abs=1e-4)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from benchmarks import grid
 from benchmarks.__main__ import TASKS
@@ -48,8 +49,13 @@ def test_one_cell_grid_writes_schema_and_resumes(tiny_dataset: Path, tmp_path: P
     assert len(rows) == 1
     row = rows[0]
     assert (row["model"], row["dataset"], row["category"], row["seed"]) == ("DSKD", "mvtec", "tiny", "0")
-    for metric in grid.METRICS:
-        assert 0.0 <= float(row[metric]) <= 1.0, (metric, row[metric])
+    # The row's image AUROC is that of the cell's own per-image predictions (scored as an export scores).
+    with (tmp_path / "work" / "DSKD_mvtec_tiny_seed0" / "predictions.csv").open(newline="") as handle:
+        images = list(csv.DictReader(handle))
+    assert len(images) == 6
+    labels, scores = [int(image["label"]) for image in images], [float(image["pred_score"]) for image in images]
+    assert float(row["image_AUROC"]) == pytest.approx(roc_auc_score(labels, scores), abs=1e-4)
+    assert all(row[metric] for metric in grid.METRICS)
     assert float(row["train_seconds"]) > 0
     assert float(row["peak_memory_MB"]) > 100
     assert "| mvtec/tiny | DSKD | 1 |" in (out / "grid.md").read_text()

@@ -145,7 +145,7 @@ def test_train_is_quiet(trained: dict) -> None:
 
 
 def test_test_from_checkpoint(trained: dict) -> None:
-    """`anomalib test --ckpt_path` on the trained checkpoint reports image AUROC."""
+    """`anomalib test --ckpt_path` on the trained checkpoint reports the metrics `anomalib train` reported."""
     output = run_anomalib(
         "test",
         *trained["model_args"],
@@ -156,7 +156,16 @@ def test_test_from_checkpoint(trained: dict) -> None:
         str(trained["work"] / "test"),
         cwd=trained["work"],
     )
-    assert "image_AUROC" in output
+    # The checkpoint holds the weights, threshold and normalisation `train` tested with: the same numbers.
+    for metric in ("image_AUROC", "pixel_AUROC"):
+        assert printed_metric(output, metric) == printed_metric(trained["output"], metric), metric
+
+
+def printed_metric(output: str, name: str) -> float:
+    """The value of ``name`` in the metrics table anomalib prints after testing."""
+    match = re.search(rf"{name}\W+([0-9]+\.[0-9]+)", output)
+    assert match is not None, f"{name} not printed:\n{output[-3000:]}"
+    return float(match.group(1))
 
 
 # One more epoch than the trained run: AAND's distillation stage, or DSKD's trainer.

@@ -21,7 +21,7 @@ from anomalib.models import get_model, list_models
 from anomalib.utils.path import convert_to_snake_case
 
 from anomalib_kd_ext.models.components import LITE0_LAYERS
-from helpers import TEST_ACCELERATOR, make_mvtec_like
+from helpers import TEST_ACCELERATOR, assert_metrics_match_predictions, make_mvtec_like
 
 PLUGIN_MODELS = ("AAND", "DSKD")
 EXTRA_ARGS = {"AAND": {"amplification_epochs": 1, "distillation_epochs": 1}, "DSKD": {}}
@@ -107,18 +107,30 @@ def test_entry_point_from_checkpoint(fitted: dict, entry_point: str) -> None:
     if entry_point == "train":
         results = [engine.trainer.callback_metrics]
     assert {"image_AUROC", "pixel_AUROC"} <= set(results[0])
-    assert all(0.0 <= results[0][key] <= 1.0 for key in ("image_AUROC", "pixel_AUROC"))
+    metrics = {key: float(results[0][key]) for key in ("image_AUROC", "pixel_AUROC")}
+    assert_metrics_match_predictions(engine, model, datamodule, metrics)
+
+
+def _checkpoint_threshold(checkpoint: Path) -> torch.Tensor:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    return state["post_processor._image_threshold"]
 
 
 def test_predict_from_checkpoint(fitted: dict, dataset_path: Path) -> None:
-    """``predict`` from the checkpoint gives a score and a map of the input size for every test image."""
+    """``predict`` from the checkpoint: a score and a map of the input size per test image, labels by its threshold."""
     model, datamodule, engine = fitted["fresh"]()
+    assert torch.isnan(model.post_processor._image_threshold)  # noqa: SLF001  # a fresh model has no threshold
     predictions = engine.predict(model=model, datamodule=datamodule, ckpt_path=fitted["checkpoint"])
+    stored = _checkpoint_threshold(fitted["checkpoint"])
+    assert torch.isfinite(stored)
+    assert torch.equal(model.post_processor._image_threshold.cpu(), stored)  # noqa: SLF001  # the checkpoint's
     n_test = len(list((dataset_path / "dummy" / "test").rglob("*.png")))
     assert sum(len(batch.pred_score) for batch in predictions) == n_test
     for batch in predictions:
         assert batch.anomaly_map.shape[-2:] == batch.image.shape[-2:]
         assert torch.isfinite(batch.pred_score).all()
+        # Normalised scores put the checkpoint's threshold at 0.5: the labels are that threshold's.
+        assert torch.equal(batch.pred_label.flatten().bool(), batch.pred_score.flatten() > 0.5)
 
 
 # OPENVINO goes through anomalib's ONNX export, so the ONNX case alone runs with ``-m slow``.
@@ -127,7 +139,7 @@ def test_predict_from_checkpoint(fitted: dict, dataset_path: Path) -> None:
     [pytest.param(t, marks=pytest.mark.slow) if t == ExportType.ONNX else t for t in ExportType],
 )
 def test_export_from_checkpoint(fitted: dict, export_type: ExportType, tmp_path: Path) -> None:
-    """``export`` from the checkpoint writes the model file of every ``ExportType``."""
+    """``export`` from the checkpoint writes every ``ExportType``; reloaded, it gives the checkpoint's outputs."""
     model, _, engine = fitted["fresh"]()
     path = engine.export(model=model, export_type=export_type, export_root=tmp_path, ckpt_path=fitted["checkpoint"])
     assert path is not None
@@ -136,6 +148,28 @@ def test_export_from_checkpoint(fitted: dict, export_type: ExportType, tmp_path:
         Path(path).suffix
         == {ExportType.TORCH: ".pt", ExportType.ONNX: ".onnx", ExportType.OPENVINO: ".xml"}[export_type]
     )
+    reference = type(model).load_from_checkpoint(fitted["checkpoint"], map_location="cpu").eval()
+    images = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference(images)
+    if export_type == ExportType.TORCH:
+        exported = torch.load(path, map_location="cpu", weights_only=False)["model"].eval()
+        with torch.no_grad():
+            scores = exported(images).pred_score
+    elif export_type == ExportType.OPENVINO:
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        result = compiled(images.numpy())
+        scores = torch.as_tensor(result[next(o for o in compiled.outputs if o.get_any_name() == "pred_score")])
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [output.name for output in session.get_outputs()]
+        outputs = session.run(None, {session.get_inputs()[0].name: images.numpy()})
+        scores = torch.as_tensor(outputs[names.index("pred_score")])
+    torch.testing.assert_close(scores.flatten().float(), expected.pred_score.flatten().float(), atol=1e-3, rtol=1e-3)
 
 
 @pytest.mark.parametrize("name", PLUGIN_MODELS)

@@ -55,6 +55,8 @@ def test_resnet_with_other_layers_gets_generated_student() -> None:
     """A ResNet with other layers than anomalib's decoder expects gets a generated decoder."""
     student = build_reverse_student("resnet18", ["layer2", "layer3"], [128, 256], [8, 16])
     assert isinstance(student.decoder, GeneratedDecoder)
+    features = [torch.rand(1, 128, 32, 32), torch.rand(1, 256, 16, 16)]
+    assert [f.shape for f in student(features)] == [f.shape for f in features]
 
 
 def test_no_decoder_rule_lists_supported() -> None:
