@@ -45,4 +45,4 @@ def test_one_epoch_per_stage_learns_bottle(lite0_weights: str, tmp_path: Path) -
     metrics = engine.test(model=model, datamodule=datamodule)[0]
     assert metrics["image_AUROC"] > 0.8
     assert metrics["pixel_AUROC"] > 0.8
-    assert 0.0 <= metrics["pixel_AUPRO"] <= 1.0
+    assert metrics["pixel_AUPRO"] > 0.5  # random maps give about 0.15 (PRO integrated to a 30 % false-positive rate)

@@ -27,7 +27,9 @@ def test_quickstart_writes_metrics_and_heat_maps(tmp_path: Path, capsys: pytest.
     # No warning from the plugin, and none of Lightning's about how the model or the run is set up.
     ours = [str(w.message) for w in caught if "anomalib_kd_ext" in w.filename or w.category is PossibleUserWarning]
     assert not ours, ours
-    assert 0.0 <= metrics["image_AUROC"] <= 1.0
+    # 8 training cells, 1 + 1 epochs at 64 px measured 0.758 on a 2-core AVX-512 EPYC; a model that learnt nothing
+    # scores about 0.5 on these 516 cells, so 0.65 leaves room for other CPUs' rounding and still fails it.
+    assert metrics["image_AUROC"] > 0.65
     run_dir = tmp_path / "AAND" / "elpv_mono" / "v0"
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     heat_maps = list((run_dir / "images").rglob("*.png"))
