@@ -209,9 +209,20 @@ def summary_table(rows: list[dict]) -> list[str]:
         + " | train s | peak MB | ms/image |",
         "|---|---|---|" + "---|" * (len(METRICS) + len(alarms) + 3),
     ]
-    if alarms:  # the rows of a --false-alarm-rate run
+    if alarms:  # the rows of a --false-alarm-rate run: how many good images set the threshold and measure its rate
         rate_text = ", ".join(f"{rate:g}" for rate in rates)
-        lines[:0] = [f"Thresholds at a false-alarm rate of {rate_text} on held-out good training images.", ""]
+        counts = {
+            row["dataset"] + "/" + row["category"]: f"{row['validation_good_images']} / {row['test_good_images']}"
+            for row in rows
+            if row.get("validation_good_images") is not None
+        }
+        lines[:0] = [
+            f"Thresholds at a false-alarm rate of {rate_text} on good training images held out of training "
+            "(held-out / good test images: "
+            + ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
+            + ").",
+            "",
+        ]
     for (dataset, model), group in sorted(groups_of(rows).items()):
         cells = [mean_std([row.get(metric) for row in group]) for metric in [*METRICS, *alarms]]
         extra = [mean_std([row[key] for row in group], 0) for key in ("train_seconds", "peak_memory_MB")]
