@@ -46,16 +46,3 @@ def lite0_weights() -> str:
     from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
 
     return LITE0_PACKAGE_WEIGHTS
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``slow`` the DSKD case of tests marked ``second_model_slow`` (for tests parametrised by a fixture)."""
-    for item in items:
-        marker = item.get_closest_marker("second_model_slow")
-        callspec = getattr(item, "callspec", None)
-        if marker is None or callspec is None:
-            continue
-        ids = callspec.id.split("-")
-        if "DSKD" in ids and all(wanted in ids for wanted in marker.args):
-            item.add_marker(pytest.mark.slow)

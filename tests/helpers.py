@@ -18,6 +18,13 @@ from anomalib_kd_ext.models.components import LITE0_LAYERS
 # RESNET18 also backs the `resnet18` fixture (conftest.py), and the upstream generator copies it into its conftest.
 RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
 LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": list(LITE0_LAYERS)}
+# The DSKD case of a test on the module's ``trained`` fixture (AAND and DSKD) whose code path both models share: it
+# runs with ``-m slow`` only.
+SECOND_MODEL_SLOW = pytest.mark.parametrize(
+    "trained",
+    ["AAND", pytest.param("DSKD", marks=pytest.mark.slow)],
+    indirect=True,
+)
 # Where the integration tests' fits run: the CPU (CI), or e.g. ``KD_TEST_ACCELERATOR=gpu`` on a machine with one.
 TEST_ACCELERATOR = os.environ.get("KD_TEST_ACCELERATOR", "cpu")
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
+from helpers import SECOND_MODEL_SLOW
 
 ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
 # OpenVINO FP32 against torch eager on the same images, after anomalib's post-processing (values in [0, 1]).
@@ -224,7 +225,7 @@ def exported(trained: dict) -> Path:
 
 # DSKD's OpenVINO export is checked against torch in test_export.py (ResNet-18) and exported with Lite0 in
 # test_model_contract.py; here anomalib's export command, the same for both models.
-@pytest.mark.second_model_slow
+@SECOND_MODEL_SLOW
 def test_openvino_export_matches_torch(trained: dict, exported: Path, tiny_dataset: Path) -> None:
     """The OpenVINO export gives the checkpoint's maps and scores, and its decisions away from the threshold."""
     import openvino as ov
@@ -248,7 +249,7 @@ def test_openvino_export_matches_torch(trained: dict, exported: Path, tiny_datas
     assert np.array_equal(outputs["pred_label"][clear], expected.pred_label.numpy()[clear])
 
 
-@pytest.mark.second_model_slow  # the folder scorer reads every export the same way
+@SECOND_MODEL_SLOW  # the folder scorer reads every export the same way
 def test_deploy_command_scores_test_folder(trained: dict, exported: Path, tiny_dataset: Path) -> None:
     """`python -m anomalib_kd_ext.deploy` on the exported model gives the OpenVINO model's own scores."""
     import openvino as ov
@@ -273,7 +274,7 @@ def test_deploy_command_scores_test_folder(trained: dict, exported: Path, tiny_d
         assert (output / "overlays" / path.relative_to(test_dir)).with_suffix(".png").is_file()
 
 
-@pytest.mark.second_model_slow  # anomalib's predict path is the same for both models
+@SECOND_MODEL_SLOW  # anomalib's predict path is the same for both models
 def test_anomalib_predict_reads_the_checkpoint_not_an_export(trained: dict, exported: Path, tiny_dataset: Path) -> None:
     """`anomalib predict` scores a folder from the Lightning checkpoint; an exported model.xml is refused.
 

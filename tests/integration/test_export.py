@@ -22,7 +22,7 @@ from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.runtime import anomaly_map_tail, input_convolutions
-from helpers import RESNET18, TEST_ACCELERATOR, needs_tmpfs, on_small_disk
+from helpers import RESNET18, SECOND_MODEL_SLOW, TEST_ACCELERATOR, needs_tmpfs, on_small_disk
 
 # FP32 export against torch eager, after post-processing (values in [0, 1]).
 FP32_TOLERANCE = 1e-4
@@ -165,7 +165,7 @@ def test_fp16_and_int8_openvino(trained: dict, tiny_dataset: Path) -> None:
     assert all("FakeQuantize" in inputs_of[name] for name in decoder), {name: inputs_of[name] for name in decoder}
 
 
-@pytest.mark.second_model_slow  # the input size is anomalib's export argument, the same for both models
+@SECOND_MODEL_SLOW  # the input size is anomalib's export argument, the same for both models
 def test_static_input_size(trained: dict) -> None:
     """``input_size`` exports a model with that fixed height and width."""
     import openvino as ov
@@ -246,7 +246,7 @@ def test_anomalib_inferencers_match_the_folder_scorer(
             assert np.abs(anomaly_map - expected["anomaly_map"]).max() <= FP32_TOLERANCE, (name, path.name)
 
 
-@pytest.mark.second_model_slow  # the heuristic is anomalib's pre-processing, the same for every model
+@SECOND_MODEL_SLOW  # the heuristic is anomalib's pre-processing, the same for every model
 def test_openvino_inferencer_divides_images_above_one_by_255(trained: dict, tiny_dataset: Path) -> None:
     """Pins anomalib's heuristic: a float image whose maximum is above 1.0 is divided by 255.
 
@@ -277,7 +277,7 @@ def test_openvino_inferencer_divides_images_above_one_by_255(trained: dict, tiny
     assert np.abs(anomaly_map(bumped) - reference).max() > 10 * FP32_TOLERANCE
 
 
-@pytest.mark.second_model_slow  # the staged export is shared, and each run costs two exports
+@SECOND_MODEL_SLOW  # the staged export is shared, and each run costs two exports
 def test_full_disk_during_export_keeps_the_previous_export(
     trained: dict,
     tmp_path: Path,
