@@ -90,7 +90,8 @@ def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
         f"# {title}",
         "",
         (
-            f"Seed {first['seed']}, {first['epochs']} training epochs (AAND: {first['epochs']} per stage), "
+            f"Seed {first['seed']}, {first['epochs']} training epoch{'s' if first['epochs'] != 1 else ''} "
+            f"(AAND: {first['epochs']} per stage), "
             f"{first['image_size']} px, batch {first['batch_size']}, teacher {first['teacher']}, "
             f"trained on {first['hardware']}."
         ),
