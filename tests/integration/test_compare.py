@@ -48,7 +48,7 @@ def test_compare_with_defects_ranks_models_and_reports_recall_at_the_threshold(t
         assert row["pixel_AUROC"]  # the Folder has masks
         # The recall and the share of good images flagged are those of the per-image labels, which are the
         # exported graph's rule (normalised score above 0.5).
-        _, images = read_csv(out / "predictions" / f"{row['model']}_seed0_e1_64px.csv")
+        _, images = read_csv(out / "predictions" / f"{row['model']}_seed0_e1_64px_b4_far0.05.csv")
         assert len(images) == 8
         for image in images:
             assert image["pred_label"] == str(int(float(image["pred_score"]) > 0.5))
@@ -59,7 +59,7 @@ def test_compare_with_defects_ranks_models_and_reports_recall_at_the_threshold(t
         assert float(row["train_seconds"]) > 0
         assert float(row["inference_ms_per_image"]) > 0
     markdown = (out / "compare.md").read_text()
-    ranked = sorted(rows, key=lambda row: -float(row["image_AUROC"]))
+    ranked = sorted(rows, key=lambda row: (-float(row["image_AUROC"]), -float(row["pixel_AUROC"])))
     positions = [markdown.index(f"| {rank} | {row['model']} |") for rank, row in enumerate(ranked, start=1)]
     assert positions == sorted(positions)
     assert "recall at 5 % false alarms" in markdown
@@ -89,7 +89,7 @@ def test_compare_without_defects_reports_thresholds_ranks_nothing_and_resumes(tm
     markdown = (out / "compare.md").read_text()
     assert "accuracy cannot be compared without them, so nothing is ranked" in markdown
     assert f"| RD | {float(row['image_threshold']):.4f} | 4 | {flagged:.3f} |" in markdown
-    assert "| 1 |" not in markdown
+    assert "| rank |" not in markdown
     assert "expected share of new good parts flagged: 20 %" in markdown  # k = floor(0.2 * 5) - 1 = 0: 1 / 5
     assert (out / "heatmaps.png").is_file()
     csv_before = (out / "compare.csv").read_text()

@@ -55,6 +55,9 @@ def test_layout_is_detected_from_the_folders(tmp_path: Path) -> None:
     spec = parse_args([str(folder), "--name", "line3"]).dataset
     assert spec == DatasetSpec("folder", "line3", str(folder), mask_dir="ground_truth/defect")
     assert spec.has_defects
+    unmasked = _tree(tmp_path / "scratches", ["train/good", "test/good", "test/scratch", "test/dent"])
+    spec = parse_args([str(unmasked)]).dataset  # defect types without masks: a Folder of them, image level
+    assert (spec.kind, spec.abnormal_dir, spec.mask_dir) == ("folder", ["test/dent", "test/scratch"], None)
     good_only = _tree(tmp_path / "new", ["train/good"])
     spec = parse_args([str(good_only)]).dataset
     assert (spec.normal_test_dir, spec.abnormal_dir, spec.mask_dir) == (None, None, None)

@@ -42,11 +42,26 @@ def dataset_of(args: argparse.Namespace) -> DatasetSpec:
     test = root / "test"
     defect_types = sorted(path.name for path in test.iterdir() if path.is_dir()) if test.is_dir() else []
     layout = args.layout
+    other = [name for name in defect_types if name not in {"good", "defect"}]
+    masked = all((root / "ground_truth" / name).is_dir() for name in other)
     if layout == "auto":
-        other = [name for name in defect_types if name not in {"good", "defect"}]
-        layout = "mvtec" if other and args.abnormal_dir == "test/defect" and "defect" not in defect_types else "folder"
+        layout = (
+            "mvtec"
+            if other and masked and args.abnormal_dir == "test/defect" and "defect" not in defect_types
+            else "folder"
+        )
     if layout == "mvtec":
         return DatasetSpec(kind="mvtec", category=root.name, root=str(root.parent))
+    if other and args.abnormal_dir == "test/defect" and "defect" not in defect_types:
+        # Defect types without (all) their masks: a Folder of every test/<type>, image-level only.
+        return DatasetSpec(
+            kind="folder",
+            category=args.name or root.name,
+            root=str(root),
+            normal_dir=args.normal_dir,
+            normal_test_dir=args.normal_test_dir if "good" in defect_types else None,
+            abnormal_dir=[f"test/{name}" for name in other],
+        )
 
     def present(relative: str | None) -> str | None:
         folder = root / relative if relative else None
@@ -137,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         val_split_ratio=args.val_split_ratio,
     )
     dataset: DatasetSpec = args.dataset
-    tag = f"seed{args.seed}_e{args.epochs}_{args.image_size}px"
+    tag = f"seed{args.seed}_e{args.epochs}_{args.image_size}px_b{args.batch_size}_far{args.false_alarm_rate:g}"
     cells = [
         Cell(
             model=model,

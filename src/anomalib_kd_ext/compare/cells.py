@@ -300,6 +300,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         report_progress(phase="test")
         metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
     report_progress(phase="score")
+    model.to(engine.trainer.strategy.root_device)  # Lightning moved it back to the CPU after fitting / testing
     scored = score_test_images(model, datamodule)
     labels = scored["labels"]
     row: dict[str, Any] = {
@@ -341,15 +342,15 @@ def run_cell(cell: Cell) -> dict[str, Any]:
 def save_predictions(scored: dict[str, Any], stem: Path, image_threshold: float) -> None:
     """Per-image scores as ``<stem>.csv`` and everything, maps included, as ``<stem>.pt``."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    with stem.with_suffix(".csv").open("w", newline="") as handle:
+    with stem.with_name(stem.name + ".csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image_path", "label", "pred_score", "pred_label"])
         for path, label, score, flagged in zip(
             scored["paths"], scored["labels"].tolist(), scored["scores"].tolist(), scored["flagged"].tolist(),
             strict=True,
         ):  # fmt: skip
-            writer.writerow([path, label, f"{score:.6f}", int(flagged)])
-    torch.save({**scored, "image_threshold": image_threshold}, stem.with_suffix(".pt"))
+            writer.writerow([path, label, f"{score:.9g}", int(flagged)])
+    torch.save({**scored, "image_threshold": image_threshold}, stem.with_name(stem.name + ".pt"))
 
 
 def main(argv: list[str] | None = None) -> None:

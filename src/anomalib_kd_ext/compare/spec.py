@@ -57,7 +57,7 @@ COLUMNS = [
     "hardware",
 ]
 # A row of these values is a finished cell: a rerun with the same values skips it.
-KEY = ("model", "dataset", "category", "seed", "teacher", "epochs", "image_size", "false_alarm_rate")
+KEY = ("model", "dataset", "category", "seed", "teacher", "epochs", "image_size", "batch_size", "false_alarm_rate")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class DatasetSpec:
     root: str | None = None
     normal_dir: str = "train/good"
     normal_test_dir: str | None = "test/good"
-    abnormal_dir: str | None = "test/defect"
+    abnormal_dir: str | list[str] | None = "test/defect"  # a list: several defect folders
     mask_dir: str | None = None
 
     @property
@@ -144,6 +144,7 @@ class Cell:
             settings.teacher_name,
             settings.epochs,
             settings.image_size,
+            settings.batch_size,
             settings.false_alarm_rate,
         )
 
