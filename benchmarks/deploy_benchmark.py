@@ -366,7 +366,7 @@ def export_openvino(model: torch.nn.Module, directory: Path) -> tuple[Path, Path
     """
     import nncf
 
-    from anomalib_kd_ext.runtime import anomaly_map_tail
+    from anomalib_kd_ext.models.components import anomaly_map_tail
 
     fp32 = model.to_openvino(directory / "fp32", onnx_kwargs={"opset_version": 18})
     rng = np.random.default_rng(0)

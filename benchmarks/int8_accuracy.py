@@ -235,7 +235,7 @@ def int8_studies(
     """The INT8 variants of ``--int8-studies``, quantised from the FP32 IR with NNCF; label -> model.xml."""
     import nncf
 
-    from anomalib_kd_ext.runtime import anomaly_map_tail
+    from anomalib_kd_ext.models.components import anomaly_map_tail
 
     studies: dict[str, Path] = {}
     core = ov.Core()

@@ -10,8 +10,12 @@ until ``anomalib.models`` is imported; right after that module has executed, it 
 ``anomalib_kd_ext.models`` and ``anomalib_kd_ext.data`` so that ``AAND``, ``DSKD`` and ``ELPV`` are registered.
 Interpreters that never import anomalib pay only for importing this module.
 
+The plugin's runtime around its models (dataset checks, atomic checkpoints, resumable random streams, DDP settings;
+:class:`anomalib_kd_ext.runtime.PluginRuntime`) is a Lightning callback: :func:`lightning_callbacks`, registered in
+Lightning's ``lightning.pytorch.callbacks_factory`` entry-point group, gives it to every ``Trainer``.
+
 A broken plugin must never break anomalib: any error while importing the plugin is turned into a
-warning. Set ``ANOMALIB_KD_EXT_AUTOLOAD=0`` to switch the hook off.
+warning. Set ``ANOMALIB_KD_EXT_AUTOLOAD=0`` to switch the hook (and the runtime callback below) off.
 """
 
 import importlib
@@ -99,3 +103,21 @@ def uninstall() -> None:
     """Remove the hook from ``sys.meta_path``."""
     while _FINDER in sys.meta_path:
         sys.meta_path.remove(_FINDER)
+
+
+def lightning_callbacks() -> list:
+    """Lightning's ``callbacks_factory`` entry point: the plugin's runtime callback for every ``Trainer``.
+
+    Nothing is added where anomalib is not imported (no anomalib model can be trained then) or with
+    ``ANOMALIB_KD_EXT_AUTOLOAD=0``; the callback itself acts only on the plugin's models. A failure is a
+    warning: the plugin must never break a Lightning run.
+    """
+    if "anomalib" not in sys.modules or os.environ.get("ANOMALIB_KD_EXT_AUTOLOAD", "1") == "0":
+        return []
+    try:
+        from anomalib_kd_ext.runtime import PluginRuntime  # imports anomalib: only when it is there
+
+        return [PluginRuntime()]
+    except Exception as exc:  # noqa: BLE001  anything the plugin raises must stay a warning
+        warnings.warn(f"anomalib-kd-ext: the runtime callback was not added ({exc!r}).", RuntimeWarning, stacklevel=2)
+        return []

@@ -23,10 +23,10 @@ import argparse
 import ast
 import datetime
 import importlib.util
-import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 PLUGIN = Path(__file__).parent
@@ -56,9 +56,7 @@ TEST_FOLDERS = {
 # Plugin argument validation with hypothesis, a test dependency anomalib does not have.
 SKIPPED_TESTS = frozenset({"test_validation.py"})
 COPIED_SUFFIXES = {".py", ".md", ".pt"}
-RUNTIME_IMPORT = re.compile(r"^from anomalib_kd_ext\.runtime import PluginRuntime\n", flags=re.MULTILINE)
-RUNTIME_BASE = re.compile(r"^(class \w+\()PluginRuntime, ", flags=re.MULTILINE)
-HEADER = re.compile(r"\A# Copyright \(C\) [^\n]*\n# SPDX-License-Identifier: [^\n]*\n")
+HEADER = ("# Copyright (C) ", "# SPDX-License-Identifier: ")  # the first two lines of every source file
 DOCS = "docs/source/markdown/guides/reference/models/image"
 
 
@@ -83,26 +81,30 @@ def header(year: int) -> str:
     return f"# Copyright (C) {year} Intel Corporation\n# SPDX-License-Identifier: Apache-2.0\n"
 
 
-def drop_runtime(text: str) -> str:
-    """Source text without the plugin's runtime layer: its import and its ``PluginRuntime`` base class.
+def with_anomalib_imports(text: str) -> str:
+    """``text`` with every plugin import path replaced by its anomalib one (:data:`IMPORT_PATHS`)."""
+    for plugin_path, anomalib_path in IMPORT_PATHS:
+        text = text.replace(plugin_path, anomalib_path)
+    return text
 
-    The models work without it (:mod:`anomalib_kd_ext.runtime`: dataset checks, atomic checkpoints, resumable random
-    streams, guarded exports, DDP settings), which the pull request leaves out.
-    """
-    text = RUNTIME_IMPORT.sub("", text)
-    return RUNTIME_BASE.sub(r"\1", text)
+
+def without_header(text: str) -> str:
+    """``text`` without its two-line file notice (copyright and licence), if it starts with one."""
+    lines = text.splitlines(keepends=True)
+    if len(lines) >= 2 and all(line.startswith(start) for line, start in zip(lines, HEADER, strict=False)):
+        return "".join(lines[2:])
+    return text
 
 
 def rewrite(text: str, year: int) -> str:
-    """Plugin source text with anomalib's import paths and file notice, without the plugin's runtime layer.
+    """Plugin source text with anomalib's import paths and file notice; the code itself is copied as it is.
 
     Raises:
         ValueError: If a plugin name is left that has no anomalib equivalent.
     """
-    text = drop_runtime(text)
-    for plugin_path, anomalib_path in IMPORT_PATHS:
-        text = text.replace(plugin_path, anomalib_path)
-    text = HEADER.sub(header(year), text, count=1)
+    text = with_anomalib_imports(text)
+    if without_header(text) != text:
+        text = header(year) + without_header(text)
     if "anomalib_kd_ext" in text:
         line = next(line for line in text.splitlines() if "anomalib_kd_ext" in line)
         msg = f"no anomalib equivalent for a plugin reference: {line.strip()!r}"
@@ -155,12 +157,42 @@ def _insert_names(block: str, names: list[str], quoted: bool) -> str:
     return "".join(f'{indent}"{item}",\n' if quoted else f"{indent}{item},\n" for item in items)
 
 
+def _statement_lines(text: str, found: Callable[[ast.stmt], bool], what: str) -> tuple[int, int]:
+    """Line indices (0-based, end exclusive) of the items of the first multi-line statement ``found`` accepts.
+
+    The items are the lines between the statement's first line (``__all__ = [``, ``from .image import (``) and its
+    last one (``]``, ``)``).
+
+    Raises:
+        ValueError: If no such statement spans several lines.
+    """
+    for node in ast.parse(text).body:
+        if found(node) and node.end_lineno is not None and node.end_lineno > node.lineno + 1:
+            return node.lineno, node.end_lineno - 1
+    msg = f"no multi-line {what}"
+    raise ValueError(msg)
+
+
+def _edit_block(text: str, names: list[str], found: Callable[[ast.stmt], bool], what: str, quoted: bool) -> str:
+    """Add ``names`` to the one-name-per-line items of the statement ``found`` accepts."""
+    start, end = _statement_lines(text, found, what)
+    lines = text.splitlines(keepends=True)
+    block = _insert_names("".join(lines[start:end]), names, quoted=quoted)
+    return "".join([*lines[:start], block, *lines[end:]])
+
+
+def _is_all(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Assign) and any(
+        isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets
+    )
+
+
+def _is_image_import(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ImportFrom) and node.level == 1 and node.module == "image"
+
+
 def _edit_all(text: str, names: list[str]) -> str:
-    match = re.search(r"^__all__ = \[\n(.*?)^\]", text, flags=re.MULTILINE | re.DOTALL)
-    if match is None:
-        msg = "no multi-line __all__ list"
-        raise ValueError(msg)
-    return text[: match.start(1)] + _insert_names(match.group(1), names, quoted=True) + text[match.end(1) :]
+    return _edit_block(text, names, _is_all, "__all__ list", quoted=True)
 
 
 def register_image(path: Path) -> None:
@@ -177,22 +209,18 @@ def register_image(path: Path) -> None:
         entry = f"    - :class:`{name}`: {TITLES[name]}\n"
         if entry in text:
             continue
-        entries = list(re.finditer(r"^    - :class:`(\w+)`: .*\n", text, flags=re.MULTILINE))
-        before = [item for item in entries if item.group(1).lower() < name.lower()]
+        lines = text.splitlines(keepends=True)
+        entries = [index for index, line in enumerate(lines) if line.startswith("    - :class:`")]
+        before = [index for index in entries if lines[index].split("`")[1].lower() < name.lower()]
         if entries:
-            position = before[-1].end() if before else entries[0].start()
-            text = text[:position] + entry + text[position:]
+            position = before[-1] + 1 if before else entries[0]
+            text = "".join([*lines[:position], entry, *lines[position:]])
     path.write_text(_edit_all(text, list(MODELS)))
 
 
 def register_models(path: Path) -> None:
     """Add AAND and DSKD to ``from .image import (...)`` and ``__all__`` of ``anomalib/models/__init__.py``."""
-    text = path.read_text()
-    match = re.search(r"^from \.image import \(\n(.*?)^\)", text, flags=re.MULTILINE | re.DOTALL)
-    if match is None:
-        msg = f"{path}: no `from .image import (...)` block"
-        raise ValueError(msg)
-    text = text[: match.start(1)] + _insert_names(match.group(1), list(MODELS), quoted=False) + text[match.end(1) :]
+    text = _edit_block(path.read_text(), list(MODELS), _is_image_import, "`from .image import (...)`", quoted=False)
     path.write_text(_edit_all(text, list(MODELS)))
 
 

@@ -21,7 +21,7 @@ from anomalib.engine import Engine
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
-from anomalib_kd_ext.runtime import anomaly_map_tail, input_convolutions
+from anomalib_kd_ext.models.components import anomaly_map_tail, input_convolutions
 from helpers import RESNET18, SECOND_MODEL_SLOW, TEST_ACCELERATOR, needs_tmpfs, on_small_disk
 
 # FP32 export against torch eager, after post-processing (values in [0, 1]).

@@ -58,6 +58,44 @@ def test_patch_has_models_components_tests_docs_and_registration(patched_tree: t
     assert (package / "image" / "aand" / "loss.py").read_text().startswith("# Copyright (C) ")
 
 
+def _code_lines(text: str) -> tuple[list[str], set[tuple]]:
+    """The non-blank lines outside import statements (at any depth), and the imports as (module, name, alias, level)."""
+    import ast
+
+    tree = ast.parse(text)
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+    inside = {line for node in imports for line in range(node.lineno, (node.end_lineno or node.lineno) + 1)}
+    lines = [line for number, line in enumerate(text.splitlines(), 1) if number not in inside and line.strip()]
+    names = {
+        (getattr(node, "module", None), alias.name, alias.asname, getattr(node, "level", 0))
+        for node in imports
+        for alias in node.names
+    }
+    return lines, names
+
+
+def test_generated_model_files_are_the_plugins_modulo_the_import_prefix(
+    patched_tree: tuple[Path, list[Path]],
+) -> None:
+    """Every model and component file of the patch is the plugin's own, line for line.
+
+    Only the file notice, the import prefix (``anomalib_kd_ext.models`` -> ``anomalib.models``) and the import order
+    that the prefix changes may differ.
+    """
+    from anomalib_kd_ext.upstream import CODE_FOLDERS, with_anomalib_imports, without_header
+
+    root, _ = patched_tree
+    plugin = Path(__import__("anomalib_kd_ext").__file__).parent
+    compared = 0
+    for source_folder, target_folder in CODE_FOLDERS.items():
+        for source in sorted((plugin / source_folder).glob("*.py")):
+            target = root / "src" / "anomalib" / target_folder / source.name
+            expected = with_anomalib_imports(without_header(source.read_text()))
+            assert _code_lines(without_header(target.read_text())) == _code_lines(expected), target
+            compared += 1
+    assert compared >= 20, compared
+
+
 def test_generator_is_idempotent(patched_tree: tuple[Path, list[Path]]) -> None:
     """Running the generator again on the patched tree changes no written file."""
     root, written = patched_tree

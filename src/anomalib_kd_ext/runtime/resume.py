@@ -6,7 +6,7 @@
 Lightning restores the weights, the optimisers, the learning-rate schedules and the epoch from a checkpoint
 (``--ckpt_path``), but not the random number generators: after ``seed_everything`` a resumed run would shuffle the
 training images and draw AAND's synthetic anomalies from the start of the seeded streams again, and end with other
-weights than an uninterrupted run. :class:`ResumableRandomStateMixin` saves the generators of Python, NumPy and
+weights than an uninterrupted run. :func:`save_random_state` saves the generators of Python, NumPy and
 torch (CPU and the process's GPU), and the model's own ``torch.Generator`` s (a submodule's ``generator``
 attribute, e.g. AAND's anomaly synthesis), in every checkpoint and restores them when the checkpoint is loaded to
 resume a fit, so that a resumed run ends with the same weights as an uninterrupted one with the same seed.
@@ -97,46 +97,41 @@ def _world(trainer: Trainer | None) -> tuple[int, int]:
     return trainer.global_rank, trainer.world_size
 
 
-class ResumableRandomStateMixin:
-    """Save the random generators in checkpoints and restore them when a fit resumes from one.
+def save_random_state(trainer: Trainer | None, module: LightningModule, checkpoint: dict[str, Any]) -> None:
+    """Add every rank's generator states (global and ``module`` 's own) to ``checkpoint``; all ranks take part."""
+    state = capture_random_state(module)
+    _, world_size = _world(trainer)
+    states: list[Any] = [state]
+    if world_size > 1:
+        states = [None] * world_size
+        torch.distributed.all_gather_object(states, state)
+    checkpoint[CHECKPOINT_KEY] = {"per_rank": states}
 
-    The states are restored in ``on_load_checkpoint`` only while the trainer is fitting (``--ckpt_path`` /
-    ``Engine.fit(ckpt_path=...)``): that is after the model is built and before the first training batch is
-    drawn. Loading a checkpoint for testing, prediction or export leaves the generators alone.
+
+def load_random_state(trainer: Trainer | None, module: LightningModule, checkpoint: dict[str, Any]) -> None:
+    """Restore this rank's generator states from ``checkpoint`` when it is loaded to resume a fit.
+
+    Only while the trainer is fitting (``--ckpt_path`` / ``Engine.fit(ckpt_path=...)``): that is after the model is
+    built and before the first training batch is drawn. Loading a checkpoint for testing, prediction or export
+    leaves the generators alone.
     """
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add every rank's generator states to the checkpoint (all ranks take part, rank 0 writes)."""
-        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
-        state = capture_random_state(self)  # type: ignore[arg-type]
-        _, world_size = _world(attached_trainer(self))  # type: ignore[arg-type]
-        states: list[Any] = [state]
-        if world_size > 1:
-            states = [None] * world_size
-            torch.distributed.all_gather_object(states, state)
-        checkpoint[CHECKPOINT_KEY] = {"per_rank": states}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore this rank's generator states when the checkpoint is loaded to resume training."""
-        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
-        trainer = attached_trainer(self)  # type: ignore[arg-type]
-        if CHECKPOINT_KEY not in checkpoint or trainer is None or trainer.state.fn != TrainerFn.FITTING:
-            return
-        saved = checkpoint[CHECKPOINT_KEY]
-        states = saved.get("per_rank", [saved])
-        rank, world_size = _world(trainer)
-        if len(states) != world_size:
-            logger.warning(
-                "The checkpoint holds the random states of %d processes, this run has %d: every process continues "
-                "from rank 0's.",
-                len(states),
-                world_size,
-            )
-        restore_random_state(states[rank] if len(states) == world_size else states[0], self)  # type: ignore[arg-type]
-        if len(states) != world_size:  # every rank holds rank 0's streams now: the models' own ones split per rank
-            for generator in module_generators(self).values():  # type: ignore[arg-type]
-                base = int(torch.randint(2**62, (1,), generator=generator))
-                generator.manual_seed((base + 0x9E3779B97F4A7C15 * (rank + 1)) % 2**63)
+    if CHECKPOINT_KEY not in checkpoint or trainer is None or trainer.state.fn != TrainerFn.FITTING:
+        return
+    saved = checkpoint[CHECKPOINT_KEY]
+    states = saved.get("per_rank", [saved])
+    rank, world_size = _world(trainer)
+    if len(states) != world_size:
+        logger.warning(
+            "The checkpoint holds the random states of %d processes, this run has %d: every process continues "
+            "from rank 0's.",
+            len(states),
+            world_size,
+        )
+    restore_random_state(states[rank] if len(states) == world_size else states[0], module)
+    if len(states) != world_size:  # every rank holds rank 0's streams now: the models' own ones split per rank
+        for generator in module_generators(module).values():
+            base = int(torch.randint(2**62, (1,), generator=generator))
+            generator.manual_seed((base + 0x9E3779B97F4A7C15 * (rank + 1)) % 2**63)
 
 
 def attached_trainer(module: LightningModule) -> Trainer | None:

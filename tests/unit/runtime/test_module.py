@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
+from lightning.pytorch import LightningModule, Trainer
 
 from anomalib_kd_ext.models import AAND, DSKD
-from anomalib_kd_ext.runtime import PluginRuntime, check_dataset_available
-from anomalib_kd_ext.upstream import drop_runtime
+from anomalib_kd_ext.runtime import AtomicCheckpointIO, PluginRuntime, check_dataset_available, is_plugin_model
 from helpers import RESNET18
 
 
@@ -30,12 +30,12 @@ class NoDownloadMVTecAD(MVTecAD):
 
 
 @pytest.mark.parametrize("model_class", [AAND, DSKD])
-def test_missing_dataset_root_is_named_before_the_download(
+def test_missing_dataset_root_is_named_when_the_download_fails(
     model_class: type,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A missing root is named, with the fix, before anomalib's download starts; nothing is probed."""
+    """A missing root is named, with the fix, when anomalib's download fails (offline); nothing is probed."""
     model = model_class(**RESNET18, pre_processor=model_class.configure_pre_processor(image_size=(64, 64)))
     datamodule = NoDownloadMVTecAD(root=tmp_path / "no_dataset", category="tiny", num_workers=0)
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False)
@@ -57,13 +57,31 @@ def test_dataset_on_disk_and_datamodules_without_root_pass_quietly(
     assert not caplog.records
 
 
-def test_models_carry_the_runtime_layer_and_the_upstream_code_drops_it() -> None:
-    """The plugin's classes put PluginRuntime first; the generated upstream source has neither it nor its import."""
+def test_every_trainer_gets_the_runtime_through_the_entry_point() -> None:
+    """The installed wheel's ``callbacks_factory`` entry point gives a plain ``Trainer`` one PluginRuntime."""
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    assert [type(callback) for callback in trainer.callbacks].count(PluginRuntime) == 1
+
+
+def test_runtime_acts_on_the_plugin_models_only(tmp_path: Path) -> None:
+    """Atomic checkpoints for AAND and DSKD; any other module keeps its trainer's checkpoint IO."""
+    plugin_models = [model_class(**RESNET18) for model_class in (AAND, DSKD)]
+    for model in [*plugin_models, LightningModule()]:
+        trainer = Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+        before = type(trainer.strategy.checkpoint_io)
+        PluginRuntime().setup(trainer, model, "fit")
+        expected = AtomicCheckpointIO if model in plugin_models else before
+        assert type(trainer.strategy.checkpoint_io) is expected, type(model).__name__
+        assert is_plugin_model(model) == (model in plugin_models)
+
+
+def test_models_have_no_plugin_base_class() -> None:
+    """The models' classes are what goes upstream: every base comes from their own folders, anomalib or Lightning."""
     for model_class in (AAND, DSKD):
-        assert model_class.__mro__[1] is PluginRuntime
-    folder = Path(__import__("anomalib_kd_ext").__file__).parent / "models"
-    for name in ("aand", "dskd"):
-        source = (folder / name / "lightning_model.py").read_text()
-        assert "PluginRuntime" in source
-        assert "PluginRuntime" not in drop_runtime(source)
-        assert "anomalib_kd_ext.runtime" not in drop_runtime(source)
+        plugin_bases = [
+            base.__module__
+            for base in model_class.__mro__
+            if base.__module__.startswith("anomalib_kd_ext")
+            and not base.__module__.startswith("anomalib_kd_ext.models")
+        ]
+        assert not plugin_bases, plugin_bases

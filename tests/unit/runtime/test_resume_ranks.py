@@ -12,20 +12,17 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from anomalib_kd_ext.models.aand.perlin import BatchedPerlinGenerator
 from anomalib_kd_ext.runtime import resume
-from anomalib_kd_ext.runtime.resume import CHECKPOINT_KEY, ResumableRandomStateMixin, capture_random_state
+from anomalib_kd_ext.runtime.resume import CHECKPOINT_KEY, capture_random_state, load_random_state
+
+FITTING = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))  # a trainer in the middle of a fit
 
 
-class _Module(ResumableRandomStateMixin, LightningModule):
-    """A module with the mixin and a submodule that keeps its own generator (as AAND's synthesis)."""
+class _Module(LightningModule):
+    """A module with a submodule that keeps its own generator (as AAND's synthesis)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.synthesis = BatchedPerlinGenerator()
-
-    @property
-    def trainer(self) -> SimpleNamespace:
-        """A fit in progress."""
-        return SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))
 
 
 def _state_of_rank(seed: int, module: _Module) -> dict:
@@ -43,7 +40,7 @@ def test_each_rank_gets_its_own_states_back(rank: int, world_size: int, monkeypa
     torch.manual_seed(99)
     module.synthesis.seed(99)
     monkeypatch.setattr(resume, "_world", lambda trainer: (rank, world_size))  # noqa: ARG005
-    module.on_load_checkpoint({CHECKPOINT_KEY: {"per_rank": states}})
+    load_random_state(FITTING, module, {CHECKPOINT_KEY: {"per_rank": states}})
     assert torch.equal(torch.get_rng_state(), states[expected_rank]["torch"])
     restored = module.synthesis.generator.get_state()
     if world_size == len(states):
@@ -53,7 +50,7 @@ def test_each_rank_gets_its_own_states_back(rank: int, world_size: int, monkeypa
         other = _Module()
         other.synthesis.generator.set_state(states[0]["modules"]["synthesis"])
         monkeypatch.setattr(resume, "_world", lambda trainer: (rank + 1, world_size))  # noqa: ARG005
-        other.on_load_checkpoint({CHECKPOINT_KEY: {"per_rank": states}})
+        load_random_state(FITTING, other, {CHECKPOINT_KEY: {"per_rank": states}})
         assert not torch.equal(other.synthesis.generator.get_state(), restored)
     assert module.synthesis.seeded
 
@@ -63,5 +60,5 @@ def test_single_process_checkpoints_of_before_still_resume() -> None:
     module = _Module()
     state = _state_of_rank(4, module)
     torch.manual_seed(0)
-    module.on_load_checkpoint({CHECKPOINT_KEY: state})
+    load_random_state(FITTING, module, {CHECKPOINT_KEY: state})
     assert torch.equal(torch.get_rng_state(), state["torch"])

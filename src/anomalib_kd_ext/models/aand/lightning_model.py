@@ -51,7 +51,6 @@ from anomalib_kd_ext.models.components import (
     check_fractions,
     check_range,
 )
-from anomalib_kd_ext.runtime import PluginRuntime
 
 from .loss import AmplificationLoss, GateFocalLoss, HardKnowledgeDistillationLoss
 from .schedule import AMPLIFICATION, DISTILLATION, StageSchedule
@@ -61,7 +60,7 @@ from .torch_model import AANDModel, AmplificationOutput
 logger = logging.getLogger(__name__)
 
 
-class AAND(PluginRuntime, DistillationModuleMixin, AnomalibModule):
+class AAND(DistillationModuleMixin, AnomalibModule):
     """AAND Lightning module: two-stage training in one run.
 
     Args:

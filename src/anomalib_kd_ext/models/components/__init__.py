@@ -5,6 +5,7 @@
 
 from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
 from .evaluator import kd_evaluator
+from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, input_convolutions, staged_export
 from .module import DistillationModuleMixin
 from .optim import adam_betas
 from .reverse_student import (
@@ -33,19 +34,23 @@ __all__ = [
     "LITE0_PACKAGE_WEIGHTS",
     "CosineAnomalyMap",
     "DistillationModuleMixin",
+    "GuardedExportMixin",
     "GeneratedBottleneck",
     "GeneratedDecoder",
     "ReverseStudent",
     "Teacher",
     "adam_betas",
+    "anomaly_map_tail",
     "anomaly_score",
     "architecture_name",
     "build_reverse_student",
     "check_choice",
+    "check_exportable",
     "check_fractions",
     "check_input_size",
     "check_range",
     "cosine_distance",
+    "input_convolutions",
     "kd_evaluator",
     "match_state_dict",
     "prune_unused_blocks",
@@ -53,4 +58,5 @@ __all__ = [
     "required_input_multiple",
     "resolve_weights_path",
     "save_timm_local_dir",
+    "staged_export",
 ]

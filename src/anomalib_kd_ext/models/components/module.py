@@ -7,7 +7,8 @@
 torch module with ``check_input_size(height, width)`` that, in eval mode, returns anomalib's ``InferenceBatch``.
 It gives both models the same validation step, learning type and evaluator (anomalib's metrics plus AUPRO), checks
 the input size of the pre-processor when training starts, and an example input of that size, with which
-Lightning's model summary reports the FLOPs of a forward pass.
+Lightning's model summary reports the FLOPs of a forward pass. Its exports are anomalib's, checked and staged, with
+the anomaly-map tail in FP32 under INT8 (:class:`~.export.GuardedExportMixin`).
 """
 
 import torch
@@ -17,10 +18,11 @@ from anomalib.metrics import Evaluator
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from .evaluator import kd_evaluator
+from .export import GuardedExportMixin
 
 
-class DistillationModuleMixin:
-    """Validation step, learning type, evaluator, input-size check and example input of a KD model."""
+class DistillationModuleMixin(GuardedExportMixin):
+    """Validation step, learning type, evaluator, input-size check, example input and checked exports of a KD model."""
 
     model: torch.nn.Module
     input_size: tuple[int, int] | None

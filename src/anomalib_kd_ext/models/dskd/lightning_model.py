@@ -32,13 +32,12 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 
 from anomalib_kd_ext.models.components import DistillationModuleMixin, adam_betas, check_choice, check_range
-from anomalib_kd_ext.runtime import PluginRuntime
 
 from .loss import DualStudentLoss
 from .torch_model import DFSource, DSKDModel
 
 
-class DSKD(PluginRuntime, DistillationModuleMixin, AnomalibModule):
+class DSKD(DistillationModuleMixin, AnomalibModule):
     """DSKD Lightning module.
 
     Args:

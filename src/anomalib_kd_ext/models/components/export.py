@@ -30,8 +30,6 @@ import torch
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.post_processing import PostProcessor
 
-from .adapters import QuantizeNetworksOnlyAdapter
-
 if TYPE_CHECKING:
     import openvino as ov
     from anomalib import TaskType
@@ -181,8 +179,16 @@ def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
         return False
 
 
-class GuardedExportMixin(QuantizeNetworksOnlyAdapter):
-    """Put before ``AnomalibModule`` in the bases: checks anomalib's export methods and cleans up after them."""
+class GuardedExportMixin:
+    """Put before ``AnomalibModule`` in the bases: checks anomalib's export methods and cleans up after them.
+
+    Under ``INT8_PTQ`` it also overrides anomalib's ``ExportMixin._post_training_quantization_ov`` with anomalib's
+    own steps (calibration on the datamodule's validation images, the batch size of a static model, the 300-image
+    warning) plus NNCF's ignored scope of :meth:`ignored_scope`: anomalib's ``to_openvino`` has no way to pass NNCF
+    options (an ``nncf_kwargs`` argument would make this override unnecessary).
+    """
+
+    MIN_CALIBRATION_IMAGES = 300  # anomalib's recommendation for INT8 calibration
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """Anomalib's ``to_torch``, refused for an untrained model."""
@@ -248,3 +254,28 @@ class GuardedExportMixin(QuantizeNetworksOnlyAdapter):
         See the module docstring and :func:`input_convolutions`.
         """
         return anomaly_map_tail(model) + input_convolutions(model)
+
+    @classmethod
+    def _post_training_quantization_ov(
+        cls,
+        model: "ov.Model",
+        datamodule: "AnomalibDataModule | None" = None,
+    ) -> "ov.Model":
+        import nncf
+
+        if datamodule is None:
+            msg = "INT8_PTQ compression needs a datamodule with calibration images (`datamodule=` to Engine.export)."
+            raise ValueError(msg)
+        datamodule.setup("fit")
+        if model.input(0).partial_shape[0].is_static:
+            datamodule.train_batch_size = model.input(0).shape[0]
+        dataloader = datamodule.val_dataloader()
+        if len(dataloader.dataset) < cls.MIN_CALIBRATION_IMAGES:
+            logger.warning(
+                "INT8 calibration: %d images, more than %d recommended",
+                len(dataloader.dataset),
+                cls.MIN_CALIBRATION_IMAGES,
+            )
+        calibration = nncf.Dataset(dataloader, lambda batch: batch["image"])
+        ignored = nncf.IgnoredScope(names=cls.ignored_scope(model), validate=False)
+        return nncf.quantize(model, calibration, ignored_scope=ignored)

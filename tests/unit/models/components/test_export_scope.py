@@ -7,7 +7,7 @@ import numpy as np
 from openvino import Model
 from openvino import opset13 as ops
 
-from anomalib_kd_ext.runtime import input_convolutions
+from anomalib_kd_ext.models.components import input_convolutions
 
 
 def _weights(out_channels: int, in_channels: int) -> np.ndarray:
