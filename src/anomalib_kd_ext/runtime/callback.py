@@ -65,14 +65,14 @@ class PluginRuntime(Callback):
         schedule = getattr(pl_module, "schedule", None)
         if len(getattr(schedule, "stages", ())) > 1:
             find_unused_parameters_in_ddp(trainer, type(pl_module).__name__)
-        check_mask_folders(trainer.datamodule, report_dir=_report_dir(trainer))
+        check_mask_folders(getattr(trainer, "datamodule", None), report_dir=_report_dir(trainer))
         self._checkpoints.setup(trainer, pl_module, stage)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Every image file, before any work is done (the model's own checks follow)."""
         if is_plugin_model(pl_module):
-            check_image_files(trainer.datamodule, report_dir=_report_dir(trainer))
+            check_image_files(getattr(trainer, "datamodule", None), report_dir=_report_dir(trainer))
 
     @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
