@@ -6,6 +6,7 @@
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,39 @@ def run_offline(command: list[str], cwd: Path, **env: str) -> subprocess.Complet
         timeout=900,
         check=False,
     )
+
+
+# Runs ``module:function`` once per argument list in one interpreter, each run's exit status and output kept apart.
+_RUN_MAINS = """
+import contextlib, importlib, io, json, sys
+
+module, function = sys.argv[1].split(":")
+main = getattr(importlib.import_module(module), function)
+results = []
+for args in json.loads(sys.argv[2]):
+    sys.argv = [module, *args]
+    out, err, status = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as exit_:
+            status = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    results.append({"status": status, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def run_mains(entry: str, argument_lists: list[list[str]], cwd: Path) -> list[dict]:
+    """Call the command-line function ``entry`` (``module:function``) with each argument list in one fresh interpreter.
+
+    One start-up (anomalib, torch, Lightning: seconds each) for many command lines whose own work is small (``--help``,
+    ``--print_config``). Returns, per argument list, its exit status, stdout and stderr.
+    """
+    import json
+
+    result = run_offline([sys.executable, "-c", _RUN_MAINS, entry, json.dumps(argument_lists)], cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 def _can_mount_tmpfs() -> bool:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_mains
+
 REPO = Path(__file__).parents[2]
 
 
@@ -92,31 +94,36 @@ def test_broken_plugin_does_not_break_anomalib() -> None:
     assert "could not be registered" in result.stderr
 
 
-@pytest.mark.parametrize(
-    "model_args",
-    [
-        ["--model", "AAND"],
-        ["--model", "DSKD"],
-        ["--model", "anomalib_kd_ext.models.AAND"],
-        *(["--config", str(path)] for path in sorted((REPO / "configs").glob("*.yaml"))),
-        ["--model", "DSKD", "--data", "ELPV"],
-    ],
-    ids=lambda args: Path(args[-1]).name if args[0] == "--config" else " ".join(args),
-)
-def test_cli_resolves_model(model_args: list[str]) -> None:
+CLI_CASES = [
+    ["--model", "AAND"],
+    ["--model", "DSKD"],
+    ["--model", "anomalib_kd_ext.models.AAND"],
+    *(["--config", str(path)] for path in sorted((REPO / "configs").glob("*.yaml"))),
+    ["--model", "DSKD", "--data", "ELPV"],
+]
+
+
+@pytest.fixture(scope="module")
+def cli_outputs() -> dict[str, dict]:
+    """``anomalib train <case> --print_config`` of every case, all in one fresh interpreter; by case id."""
+    commands = [
+        ["train", *args, *([] if "--data" in args else ["--data", "MVTecAD"]), "--print_config"] for args in CLI_CASES
+    ]
+    outputs = run_mains("anomalib.cli.cli:main", commands, cwd=REPO)
+    return {case_id(args): output for args, output in zip(CLI_CASES, outputs, strict=True)}
+
+
+def case_id(args: list[str]) -> str:
+    """A case's name: the config file, or the arguments."""
+    return Path(args[-1]).name if args[0] == "--config" else " ".join(args)
+
+
+@pytest.mark.parametrize("model_args", CLI_CASES, ids=case_id)
+def test_cli_resolves_model(model_args: list[str], cli_outputs: dict[str, dict]) -> None:
     """Short names, every config of configs/ (ours and the anomalib baselines) and the ELPV datamodule resolve."""
-    anomalib = str(Path(sys.executable).with_name("anomalib"))
-    data = [] if "--data" in model_args else ["--data", "MVTecAD"]
-    result = subprocess.run(  # noqa: S603  # the anomalib command next to this interpreter, the test's arguments
-        [anomalib, "train", *model_args, *data, "--print_config"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = cli_outputs[case_id(model_args)]
+    assert result["status"] == 0, result["stderr"][-3000:]
     baseline = any(name in " ".join(model_args) for name in ("stfpm_paper", "reverse_distillation_paper"))
-    assert ("class_path: anomalib.models." if baseline else "class_path: anomalib_kd_ext") in result.stdout
+    assert ("class_path: anomalib.models." if baseline else "class_path: anomalib_kd_ext") in result["stdout"]
     if "ELPV" in model_args:
-        assert "class_path: anomalib_kd_ext.data.ELPV" in result.stdout
+        assert "class_path: anomalib_kd_ext.data.ELPV" in result["stdout"]
