@@ -106,6 +106,7 @@ def trained(
     }
 
 
+@SECOND_MODEL_SLOW  # DSKD by the stock command with -m slow; by the Engine in test_model_contract.py
 def test_train_reports_metrics(trained: dict) -> None:
     """`anomalib train` runs 2 epochs, reports test metrics; the checkpoint holds the last epoch (AAND: stage 2)."""
     assert "max_epochs=2" in trained["output"]
@@ -127,6 +128,7 @@ UPSTREAM_WARNINGS = (
 WARNING_LINE = re.compile(r"^(?P<path>\S+\.py):\d+: (?P<message>.*)$", flags=re.MULTILINE)
 
 
+@SECOND_MODEL_SLOW  # DSKD by the stock command with -m slow; by the Engine in test_model_contract.py
 def test_train_is_quiet(trained: dict) -> None:
     """A stock `anomalib train` of the model prints no warning of its own or of its configuration."""
     output = trained["output"]
@@ -145,6 +147,7 @@ def test_train_is_quiet(trained: dict) -> None:
     assert re.search(r"Total FLOPs: [1-9]", output)
 
 
+@SECOND_MODEL_SLOW  # DSKD by the stock command with -m slow; by the Engine in test_model_contract.py
 def test_test_from_checkpoint(trained: dict) -> None:
     """`anomalib test --ckpt_path` on the trained checkpoint reports the metrics `anomalib train` reported."""
     output = run_anomalib(
@@ -176,6 +179,7 @@ MORE_EPOCHS = {
 }
 
 
+@SECOND_MODEL_SLOW  # DSKD by the stock command with -m slow; by the Engine in test_model_contract.py
 def test_fit_resumes_from_checkpoint(trained: dict) -> None:
     """`anomalib fit --ckpt_path` continues a run: optimiser states, stage and epoch come from the checkpoint."""
     work = trained["work"] / "resume"

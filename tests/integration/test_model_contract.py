@@ -133,11 +133,19 @@ def test_predict_from_checkpoint(fitted: dict, dataset_path: Path) -> None:
         assert torch.equal(batch.pred_label.flatten().bool(), batch.pred_score.flatten() > 0.5)
 
 
-# OPENVINO goes through anomalib's ONNX export, so the ONNX case alone runs with ``-m slow``.
-@pytest.mark.parametrize(
-    "export_type",
-    [pytest.param(t, marks=pytest.mark.slow) if t == ExportType.ONNX else t for t in ExportType],
-)
+# OPENVINO goes through anomalib's ONNX export, so the ONNX cases run with ``-m slow``; so does AAND's OpenVINO export
+# from the checkpoint, which test_cli_end_to_end.py's `anomalib export --ckpt_path` makes and compares with torch.
+EXPORT_CASES = [
+    ("AAND", ExportType.TORCH),
+    ("DSKD", ExportType.TORCH),
+    pytest.param("AAND", ExportType.OPENVINO, marks=pytest.mark.slow),
+    ("DSKD", ExportType.OPENVINO),
+    pytest.param("AAND", ExportType.ONNX, marks=pytest.mark.slow),
+    pytest.param("DSKD", ExportType.ONNX, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("fitted", "export_type"), EXPORT_CASES, indirect=["fitted"])
 def test_export_from_checkpoint(fitted: dict, export_type: ExportType, tmp_path: Path) -> None:
     """``export`` from the checkpoint writes every ``ExportType``; reloaded, it gives the checkpoint's outputs."""
     model, _, engine = fitted["fresh"]()

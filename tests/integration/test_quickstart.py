@@ -17,6 +17,7 @@ from anomalib_kd_ext import quickstart
 
 
 @pytest.mark.usefixtures("lite0_weights")
+@pytest.mark.slow  # real data (ELPV), minutes: with -m slow, as CI runs it
 def test_quickstart_writes_metrics_and_heat_maps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """The quickstart writes metrics, a heat map per test cell, the checkpoint and an overview; no plugin warning."""
     pytest.importorskip("elpv_dataset", reason="install the `elpv` extra")

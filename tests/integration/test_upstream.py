@@ -108,6 +108,10 @@ def test_generator_is_idempotent(patched_tree: tuple[Path, list[Path]]) -> None:
     assert {path: path.read_bytes() for path in written} == before
 
 
+# ~40 s of mypy over the patched tree: with -m slow (CI). The default suite has the same check closer at hand: the
+# patch's code is the plugin's (test_generated_model_files_are_the_plugins_modulo_the_import_prefix), and `mypy src`
+# runs it with anomalib's settings in the lint step.
+@pytest.mark.slow
 def test_patch_passes_anomalib_mypy_and_bandit(patched_tree: tuple[Path, list[Path]]) -> None:
     """The generated model code passes mypy and bandit as anomalib's pre-commit runs them (its settings)."""
     root, written = patched_tree
@@ -219,7 +223,14 @@ def test_generated_tests_pass_in_the_patched_tree(patched_tree: tuple[Path, list
     assert "anomalib_kd_ext" not in result.stdout
 
 
-@pytest.mark.parametrize("config", ["stfpm_lite0.yaml", "dskd_lite0.yaml", "aand_lite0.yaml"])
+@pytest.mark.parametrize(
+    "config",
+    [  # one model by default: the benchmark pipeline is anomalib's, the same for every config
+        pytest.param("stfpm_lite0.yaml", marks=pytest.mark.slow),
+        pytest.param("dskd_lite0.yaml", marks=pytest.mark.slow),
+        "aand_lite0.yaml",
+    ],
+)
 def test_anomalib_benchmark_runs_the_shipped_configs_in_the_patched_tree(
     patched_tree: tuple[Path, list[Path]],
     tiny_dataset: Path,
