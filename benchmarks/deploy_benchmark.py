@@ -59,8 +59,8 @@ from anomalib.models import ReverseDistillation, Stfpm
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomalib_kd_ext.models import AAND, DSKD
-from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
 from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
+from anomalib_kd_ext.teachers import LITE0_PACKAGE_WEIGHTS
 from benchmarks.common import LITE0
 from benchmarks.tables import save_rows
 

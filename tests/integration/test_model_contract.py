@@ -20,7 +20,7 @@ from anomalib.engine import Engine
 from anomalib.models import get_model, list_models
 from anomalib.utils.path import convert_to_snake_case
 
-from anomalib_kd_ext.models.components import LITE0_LAYERS
+from anomalib_kd_ext.teachers import LITE0_LAYERS
 from helpers import TEST_ACCELERATOR, assert_metrics_match_predictions, make_mvtec_like
 
 PLUGIN_MODELS = ("AAND", "DSKD")

