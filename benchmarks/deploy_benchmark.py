@@ -44,7 +44,6 @@ Example (the tables in README.md came from these commands, run from the reposito
 
 import argparse
 import json
-import platform
 import re
 import statistics
 import tempfile
@@ -61,7 +60,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.models.components.teacher import save_timm_local_dir
 from anomalib_kd_ext.teachers import LITE0_PACKAGE_WEIGHTS
-from benchmarks.common import LITE0
+from benchmarks.common import LITE0, cpu_flags, cpu_name
 from benchmarks.tables import save_rows
 
 IMAGE_SIZE = 256
@@ -71,12 +70,7 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
 
 def isa_flags() -> str:
     """The ISA extensions of :data:`ISA_FLAGS` this CPU reports, space separated (empty if unknown)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return ""
-    match = re.search(r"^flags\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-    present = set(match.group(1).split()) if match else set()
-    return " ".join(flag for flag in ISA_FLAGS if flag in present)
+    return cpu_flags(ISA_FLAGS)
 
 
 def isa_tier() -> str:
@@ -179,16 +173,6 @@ def roofline(repeats: int = 50) -> dict:
         "isa_flags": isa_flags(),
         "openvino_capabilities": " ".join(capabilities),
     }
-
-
-def cpu_name() -> str:
-    """CPU model from /proc/cpuinfo (Linux) or platform."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        match = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        if match:
-            return match.group(1).strip()
-    return platform.processor() or platform.machine()
 
 
 def build_models(teacher: str, work: Path) -> dict[str, torch.nn.Module]:

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from benchmarks import grid
+from benchmarks import common, grid
 from benchmarks.tables import save_rows
 
 MODES = ("today", "fast_fp32", "fast_bf16", "floor")
@@ -67,15 +67,13 @@ COLUMNS = [
 ]
 
 
+# The CPU's vector ISA flags that matter for training and inference.
+TRAIN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
+
+
 def cpu_flags() -> str:
-    """The CPU's vector ISA flags that matter for training and inference, read at run time."""
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return platform.machine()
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return " ".join(flag for flag in wanted if flag in flags) or platform.machine()
+    """:data:`TRAIN_FLAGS` this CPU has, read at run time (the machine's architecture if they cannot be read)."""
+    return common.cpu_flags(TRAIN_FLAGS) or platform.machine()
 
 
 class InMemoryBatches:

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-EPS = 1e-8
+from anomalib_kd_ext.models.components import EPS, cosine_distance
+
 PROBABILITY_EPS = 1e-6
 
 
@@ -163,7 +164,7 @@ class HardKnowledgeDistillationLoss(nn.Module):
             teacher, student = teacher_level.float(), student_level.float()  # EPS is 0 in half precision
             batch_size = teacher.shape[0]
             if self.use_hard:
-                distance = 1 - F.cosine_similarity(teacher.flatten(2), student.flatten(2), dim=1, eps=EPS)
+                distance = cosine_distance(teacher, student).flatten(1)  # (N, H * W)
                 if self.k_hard > distance.shape[1]:
                     msg = (
                         f"k_hard={self.k_hard} exceeds the {distance.shape[1]} positions of a "

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-EPS = 1e-8
+from anomalib_kd_ext.models.components import EPS
 
 
 def positional_encoding_2d(channels: int, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:

@@ -3,7 +3,7 @@
 
 """Knowledge-distillation building blocks shared by AAND and DSKD."""
 
-from .anomaly_map import CosineAnomalyMap, anomaly_score, cosine_distance
+from .anomaly_map import EPS, CosineAnomalyMap, anomaly_score, cosine_distance
 from .evaluator import kd_evaluator
 from .export import GuardedExportMixin, anomaly_map_tail, check_exportable, input_convolutions, staged_export
 from .module import DistillationModuleMixin
@@ -28,6 +28,7 @@ from .teacher import (
 from .validation import check_choice, check_fractions, check_range
 
 __all__ = [
+    "EPS",
     "CosineAnomalyMap",
     "DistillationModuleMixin",
     "GuardedExportMixin",

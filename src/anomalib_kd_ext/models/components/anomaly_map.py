@@ -36,7 +36,7 @@ from torch import nn
 from torch.amp import is_autocast_available
 from torch.nn import functional as F  # noqa: N812
 
-EPS = 1e-8
+EPS = 1e-8  # of the cosine similarities of every KD loss and map (F.normalize / F.cosine_similarity)
 
 
 def cosine_distance(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
