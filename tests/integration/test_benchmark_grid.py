@@ -16,15 +16,17 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks import grid
 from benchmarks.__main__ import TASKS
-from helpers import run_mains
+from helpers import run_mains, run_offline
 
 REPO = Path(__file__).parents[2]
 
 
 def run_benchmark(task: str, *args: str) -> subprocess.CompletedProcess:
     """Run ``python -m benchmarks <task>`` from the repository root; output captured, no exception on failure."""
-    command = [sys.executable, "-m", "benchmarks", task, *args]
-    return subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)  # noqa: S603  # this interpreter, this repo's benchmarks
+    return run_offline(
+        [sys.executable, "-m", "benchmarks", task, *args],
+        REPO,
+    )  # this interpreter, this repo's benchmarks
 
 
 def run_grid(*args: str) -> subprocess.CompletedProcess:

@@ -4,9 +4,7 @@
 """Both models end to end through the stock `anomalib` command: train, test from the checkpoint, export, parity."""
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import torch
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
-from helpers import SECOND_MODEL_SLOW
+from helpers import SECOND_MODEL_SLOW, run_offline
 
 ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
 # OpenVINO FP32 against torch eager on the same images, after anomalib's post-processing (values in [0, 1]).
@@ -26,16 +24,7 @@ SCORE_TOLERANCE = 1e-4
 
 def run_anomalib(*args: str, cwd: Path) -> str:
     """Run the `anomalib` command offline; fail with its output if it fails."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(  # noqa: S603  # the anomalib command next to this interpreter, with the test's arguments
-        [ANOMALIB, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    result = run_offline([ANOMALIB, *args], cwd)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     return output
@@ -260,12 +249,8 @@ def test_deploy_command_scores_test_folder(trained: dict, exported: Path, tiny_d
 
     output = trained["work"] / "deploy"
     test_dir = tiny_dataset / "tiny" / "test"
-    result = subprocess.run(  # noqa: S603  # this interpreter running the plugin's own deploy module
-        [sys.executable, "-m", "anomalib_kd_ext.deploy", str(exported), str(test_dir), "--output", str(output)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    command = [sys.executable, "-m", "anomalib_kd_ext.deploy", str(exported), str(test_dir), "--output", str(output)]
+    result = run_offline(command, trained["work"])
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((output / "scores.json").read_text())["images"]
     paths = sorted(test_dir.rglob("*.png"))

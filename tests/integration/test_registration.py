@@ -3,28 +3,20 @@
 
 """The installed plugin registers AAND and DSKD with anomalib lazily and can never break anomalib."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import run_mains
+from helpers import run_mains, run_offline
 
 REPO = Path(__file__).parents[2]
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter with the hub offline and ``env`` added; output captured."""
-    return subprocess.run(  # noqa: S603  # this interpreter running the test's own code
-        [sys.executable, "-c", code],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_offline([sys.executable, "-c", code], REPO, **env)
 
 
 def test_plain_interpreter_does_not_import_plugin() -> None:
