@@ -70,6 +70,34 @@ def make_mvtec_like(
     return Path(root)
 
 
+def tiny_model(name: str, image_size: int = 64, **kwargs: object) -> object:
+    """AAND or DSKD on an untrained ResNet-18 (``RESNET18``) with a pre-processor of ``image_size`` px.
+
+    AAND trains one epoch per stage unless ``kwargs`` (the model's other arguments) say otherwise.
+    """
+    from anomalib_kd_ext.models import AAND, DSKD
+
+    model_class = {"AAND": AAND, "DSKD": DSKD}[name]
+    if model_class is AAND:
+        kwargs = {"amplification_epochs": 1, "distillation_epochs": 1, **kwargs}
+    pre_processor = model_class.configure_pre_processor(image_size=(image_size, image_size))
+    return model_class(**RESNET18, pre_processor=pre_processor, **kwargs)
+
+
+def tiny_datamodule(root: Path, category: str = "tiny", batch_size: int = 4, **kwargs: object) -> object:
+    """Anomalib's ``MVTecAD`` on a generated dataset (``make_mvtec_like``), in the test process (no workers)."""
+    from anomalib.data import MVTecAD
+
+    return MVTecAD(
+        root=root,
+        category=category,
+        train_batch_size=batch_size,
+        eval_batch_size=kwargs.pop("eval_batch_size", batch_size),
+        num_workers=0,
+        **kwargs,
+    )
+
+
 def fit_on_cpu(
     model: object,
     datamodule: object,

@@ -16,31 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anomalib.data import MVTecAD
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
 from PIL import Image
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.models.components import anomaly_map_tail, input_convolutions
-from helpers import RESNET18, SECOND_MODEL_SLOW, TEST_ACCELERATOR, needs_tmpfs, on_small_disk
+from helpers import SECOND_MODEL_SLOW, TEST_ACCELERATOR, needs_tmpfs, on_small_disk, tiny_datamodule, tiny_model
 
 # FP32 export against torch eager, after post-processing (values in [0, 1]).
 FP32_TOLERANCE = 1e-4
 # FP16 weights: ~3 significant digits per layer.
 FP16_TOLERANCE = 5e-2
 RESOLUTIONS = ((64, 64), (96, 80))
-
-
-def _make(name: str) -> AAND | DSKD:
-    if name == "AAND":
-        pre_processor = AAND.configure_pre_processor(image_size=(64, 64))
-        return AAND(**RESNET18, amplification_epochs=1, distillation_epochs=1, pre_processor=pre_processor)
-    return DSKD(**RESNET18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
-
-
-def _datamodule(root: Path) -> MVTecAD:
-    return MVTecAD(root=root, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
 
 
 def _engine(root: Path, max_epochs: int | None = None) -> Engine:
@@ -60,9 +48,9 @@ def trained(request: pytest.FixtureRequest, tiny_dataset: Path, tmp_path_factory
     """The model (AAND or DSKD) fitted for 2 epochs on the tiny dataset, its engine and its work folder."""
     torch.manual_seed(0)
     work = tmp_path_factory.mktemp(f"export_{request.param.lower()}")
-    model = _make(request.param)
+    model = tiny_model(request.param)
     engine = _engine(work, max_epochs=2)
-    engine.fit(model=model, datamodule=_datamodule(tiny_dataset))
+    engine.fit(model=model, datamodule=tiny_datamodule(tiny_dataset))
     return {"model": model.eval(), "engine": engine, "work": work}
 
 
@@ -145,7 +133,7 @@ def test_int8_openvino_quantises_the_networks_only(trained: dict, tiny_dataset: 
         ExportType.OPENVINO,
         export_root=work / "int8",
         compression_type=CompressionType.INT8_PTQ,
-        datamodule=_datamodule(tiny_dataset),
+        datamodule=tiny_datamodule(tiny_dataset),
     )
     outputs = _openvino_outputs(int8, images)
     assert outputs["anomaly_map"].shape == expected["anomaly_map"].shape
@@ -198,7 +186,7 @@ def test_static_input_size(trained: dict) -> None:
 @pytest.mark.parametrize("name", ["AAND", "DSKD"])
 def test_untrained_model_is_refused(name: str, tmp_path: Path) -> None:
     """Exporting an untrained model fails for every export type, naming ``--ckpt_path``; nothing is written."""
-    model = _make(name)
+    model = tiny_model(name)
     for export_type in (ExportType.TORCH, ExportType.ONNX, ExportType.OPENVINO):
         with pytest.raises(RuntimeError, match=r"has not been trained.*--ckpt_path"):
             _engine(tmp_path).export(model, export_type, export_root=tmp_path / "export")

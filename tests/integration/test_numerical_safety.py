@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anomalib.data import MVTecAD
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image
 
-from anomalib_kd_ext.models import AAND, DSKD
-from helpers import RESNET18, fit_on_cpu
+from helpers import fit_on_cpu, tiny_datamodule, tiny_model
 
 
 def make_constant_dataset(root: Path) -> Path:
@@ -45,21 +43,14 @@ class RecordLosses(Callback):
         self.values += [(k, float(v)) for k, v in trainer.callback_metrics.items() if k.startswith("train_")]
 
 
-def _model(name: str) -> AAND | DSKD:
-    pre_processor = (AAND if name == "AAND" else DSKD).configure_pre_processor(image_size=(64, 64))
-    if name == "AAND":
-        return AAND(**RESNET18, amplification_epochs=1, distillation_epochs=1, pre_processor=pre_processor)
-    return DSKD(**RESNET18, pre_processor=pre_processor)
-
-
 @pytest.mark.parametrize("name", ["AAND", "DSKD"])
 def test_constant_images_train_and_predict_finite(name: str, tmp_path: Path) -> None:
     """On constant images, losses, metrics, weights and outputs for extreme inputs stay finite."""
     torch.manual_seed(0)
     root = make_constant_dataset(tmp_path / "data")
-    datamodule = MVTecAD(root=root, category="flat", train_batch_size=3, eval_batch_size=2, num_workers=0)
+    datamodule = tiny_datamodule(root, category="flat", batch_size=3, eval_batch_size=2)
     losses = RecordLosses()
-    model = _model(name)
+    model = tiny_model(name)
     engine = fit_on_cpu(model, datamodule, tmp_path, callbacks=[losses])
     assert losses.values, "no training loss was logged"
     assert all(np.isfinite(value) for _, value in losses.values), [kv for kv in losses.values if not np.isfinite(kv[1])]

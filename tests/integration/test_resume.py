@@ -12,7 +12,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 
 from anomalib_kd_ext.models import AAND, DSKD
 from anomalib_kd_ext.runtime.resume import capture_random_state, restore_random_state
-from helpers import RESNET18, fit_on_cpu
+from helpers import fit_on_cpu, tiny_datamodule, tiny_model
 
 SEED = 11
 
@@ -53,19 +53,12 @@ class EpochLog(Callback):
 def _model(name: str) -> AAND | DSKD:
     # Stage lengths of 2 with a milestone at 0.5 decay both stages' learning rate after their first epoch, so a
     # schedule restored one step off shows in the weights.
-    if name == "AAND":
-        return AAND(
-            **RESNET18,
-            amplification_epochs=2,
-            distillation_epochs=2,
-            lr_milestones=(0.5,),
-            pre_processor=AAND.configure_pre_processor(image_size=(64, 64)),
-        )
-    return DSKD(**RESNET18, pre_processor=DSKD.configure_pre_processor(image_size=(64, 64)))
+    stages = {"amplification_epochs": 2, "distillation_epochs": 2, "lr_milestones": (0.5,)}
+    return tiny_model(name, **(stages if name == "AAND" else {}))
 
 
 def _datamodule(dataset: Path) -> MVTecAD:
-    return MVTecAD(root=dataset, category="tiny", train_batch_size=3, eval_batch_size=4, num_workers=0, seed=SEED)
+    return tiny_datamodule(dataset, batch_size=3, eval_batch_size=4, seed=SEED)
 
 
 def _fit(name: str, dataset: Path, work: Path, callbacks: list[Callback], ckpt_path: Path | None = None) -> AAND | DSKD:

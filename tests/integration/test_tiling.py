@@ -15,20 +15,14 @@ from anomalib.data import MVTecAD
 from anomalib.data.utils.tiler import Tiler
 
 from anomalib_kd_ext.models import AAND, DSKD
-from helpers import RESNET18, assert_metrics_match_predictions, fit_on_cpu
-
-
-def _model(name: str, size: int) -> AAND | DSKD:
-    model_class = AAND if name == "AAND" else DSKD
-    stages = {"amplification_epochs": 1, "distillation_epochs": 1} if name == "AAND" else {}
-    return model_class(**RESNET18, **stages, pre_processor=model_class.configure_pre_processor(image_size=(size, size)))
+from helpers import assert_metrics_match_predictions, fit_on_cpu, tiny_datamodule, tiny_model
 
 
 def _fit_tiled(name: str, dataset: Path, root: Path) -> tuple[AAND | DSKD, MVTecAD, object]:
     """Train on 128 px inputs cut into four 64 px tiles by anomalib's tiler callback; model, datamodule, engine."""
     torch.manual_seed(0)
-    model = _model(name, 128)
-    datamodule = MVTecAD(root=dataset, category="tiny", train_batch_size=4, eval_batch_size=4, num_workers=0)
+    model = tiny_model(name, 128)
+    datamodule = tiny_datamodule(dataset)
     tiling = TilerConfigurationCallback(enable=True, tile_size=64, stride=64)
     engine = fit_on_cpu(model, datamodule, root, callbacks=[tiling])
     return model, datamodule, engine
@@ -38,7 +32,7 @@ def _fit_tiled(name: str, dataset: Path, root: Path) -> tuple[AAND | DSKD, MVTec
 def test_single_tile_equals_no_tiling(name: str) -> None:
     """A tile as large as the image changes nothing: the tiling path is exact."""
     torch.manual_seed(0)
-    model = _model(name, 64).model.eval()
+    model = tiny_model(name, 64).model.eval()
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         expected = model(images)
