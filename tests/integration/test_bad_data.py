@@ -247,7 +247,7 @@ def test_paired_masks_and_datasets_without_masks_pass(tmp_path: Path) -> None:
 
 
 def test_fit_stops_on_a_stray_mask_with_the_short_message(tmp_path: Path) -> None:
-    """Through the model: the check runs after the datamodule's ``prepare_data`` and before its ``setup``."""
+    """Through the model: anomalib's ``setup`` fails on the stray mask, the runtime callback names it instead."""
     datamodule = _masked_folder(tmp_path / "data", ["0.png", "1.png", "2.png"])
     with pytest.raises(DatasetProblemsError, match=r"mask/2\.png"):
         fit_on_cpu(_dskd(), datamodule, tmp_path / "run")

@@ -11,7 +11,7 @@ from anomalib.data import MVTecAD
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from anomalib_kd_ext.models import AAND, DSKD
-from anomalib_kd_ext.runtime.resume import capture_random_state, restore_random_state
+from anomalib_kd_ext.runtime.resume import CHECKPOINT_KEY, capture_random_state, restore_random_state
 from helpers import fit_on_cpu, tiny_datamodule, tiny_model
 
 SEED = 11
@@ -90,6 +90,7 @@ def test_resume_after_interruption(
     # anomalib's default checkpoint, rewritten at every epoch end: <root>/<model>/<dataset>/<category>/v0/weights/...
     (checkpoint,) = (tmp_path / "run").glob("**/weights/lightning/model.ckpt")
     state = torch.load(checkpoint, weights_only=True)  # anomalib 2.7 loads checkpoints this way
+    assert CHECKPOINT_KEY in state, "no random states: is the runtime callback's entry point installed?"
     assert state["epoch"] == crash_epoch - 1
     if name == "AAND":
         assert state["aand_stage"] == ("amplification" if crash_epoch - 1 < 2 else "distillation")

@@ -88,6 +88,8 @@ def test_generated_model_files_are_the_plugins_modulo_the_import_prefix(
     plugin = Path(__import__("anomalib_kd_ext").__file__).parent
     compared = 0
     for source_folder, target_folder in CODE_FOLDERS.items():
+        names = {path.name for path in (root / "src" / "anomalib" / target_folder).glob("*.py")}
+        assert names == {path.name for path in (plugin / source_folder).glob("*.py")}, target_folder
         for source in sorted((plugin / source_folder).glob("*.py")):
             target = root / "src" / "anomalib" / target_folder / source.name
             expected = with_anomalib_imports(without_header(source.read_text()))

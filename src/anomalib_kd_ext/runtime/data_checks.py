@@ -25,13 +25,12 @@ logger = logging.getLogger(__name__)
 
 
 def check_dataset_available(datamodule: object) -> bool:
-    """Say, before anomalib's download starts, that ``root/category`` is missing and how to point at it.
+    """Say that ``root/category`` is missing and how to point at it (called when preparing the data failed).
 
     anomalib's ``MVTecAD``-style datamodules download a missing category in ``prepare_data``; without network that
-    fails with a bare ``URLError`` after it has created an empty root folder. Whether the download will work is not
-    probed (no network access from a model hook): the warning names the path and the fix either way, and with
-    network anomalib downloads as before. Datamodules without ``root`` and ``category`` (``Folder``, which checks its
-    own paths) are left alone.
+    fails with a bare ``URLError`` after it has created an empty root folder. The warning names the path and the fix.
+    Nothing is probed (no network access from here). Datamodules without ``root`` and ``category`` (``Folder``,
+    which checks its own paths) are left alone.
 
     Returns:
         bool: Whether the data is on disk (``True`` also for datamodules that are not checked).
@@ -40,20 +39,14 @@ def check_dataset_available(datamodule: object) -> bool:
     if root is None or category is None or (Path(root) / str(category)).is_dir():
         return True
     logger.warning(
-        "%s data not found at '%s': anomalib will try to download it. Offline, point `root` (CLI: --data.root) at "
-        "the folder that contains '%s/', or use anomalib's Folder datamodule for your own images.",
+        "%s data not found at '%s', and anomalib could not prepare it (its download needs the internet). Point "
+        "`root` (CLI: --data.root) at the folder that contains '%s/', or use anomalib's Folder datamodule for your "
+        "own images.",
         type(datamodule).__name__,
         Path(root) / str(category),
         category,
     )
     return False
-
-
-def check_trainer_dataset(trainer: object | None) -> None:
-    """Run :func:`check_dataset_available` on the datamodule attached to a trainer, if any."""
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    if datamodule is not None:
-        check_dataset_available(datamodule)
 
 
 # PIL modes whose values exceed 8 bits: anomalib's ``read_image`` (``Image.open(path).convert("RGB")``) saturates them.
@@ -138,13 +131,14 @@ def check_image_files(datamodule: object, report_dir: Path | str | None = None) 
 
 
 def check_mask_folders(datamodule: object, report_dir: Path | str | None = None) -> None:
-    """Before a datamodule is set up, check that its mask folders and anomalous image folders pair up.
+    """Check that the mask folders and anomalous image folders of a datamodule pair up (set up or not).
 
     anomalib's ``Folder`` and MVTec-style datasets give the i-th sorted mask to the i-th sorted anomalous image. A
     stray mask (one without its image) or a missing one shifts every later pair, or stops ``setup`` with a bare
     pandas / NumPy length error. This lists the folders the way anomalib does and pairs each mask with the anomalous
     image whose name its name contains (anomalib's own test: ``image stem in mask stem``), so that every mask without
-    an image and every anomalous image without a mask is named at once, before anomalib's error.
+    an image and every anomalous image without a mask is named at once (in place of anomalib's error, when its
+    ``setup`` fails on them).
 
     Handles ``Folder`` (``abnormal_dir`` + ``mask_dir``) and the MVTec layout (``root/category/test/<defect>`` with
     ``ground_truth/<defect>``; ``split_root`` for VisA). Other datamodules are left alone.

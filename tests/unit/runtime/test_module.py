@@ -63,16 +63,52 @@ def test_every_trainer_gets_the_runtime_through_the_entry_point() -> None:
     assert [type(callback) for callback in trainer.callbacks].count(PluginRuntime) == 1
 
 
+def _runtime(trainer: Trainer) -> PluginRuntime:
+    """The trainer's own (first) PluginRuntime, the one that acts."""
+    return next(callback for callback in trainer.callbacks if isinstance(callback, PluginRuntime))
+
+
 def test_runtime_acts_on_the_plugin_models_only(tmp_path: Path) -> None:
     """Atomic checkpoints for AAND and DSKD; any other module keeps its trainer's checkpoint IO."""
     plugin_models = [model_class(**RESNET18) for model_class in (AAND, DSKD)]
     for model in [*plugin_models, LightningModule()]:
         trainer = Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
         before = type(trainer.strategy.checkpoint_io)
-        PluginRuntime().setup(trainer, model, "fit")
+        _runtime(trainer).setup(trainer, model, "fit")
         expected = AtomicCheckpointIO if model in plugin_models else before
         assert type(trainer.strategy.checkpoint_io) is expected, type(model).__name__
         assert is_plugin_model(model) == (model in plugin_models)
+
+
+def test_a_second_runtime_does_nothing(tmp_path: Path) -> None:
+    """One passed by hand next to the entry point's: only the first acts (checks and all-gathers run once)."""
+    extra = PluginRuntime()
+    trainer = Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, callbacks=[extra])
+    model = AAND(**RESNET18)
+    runtimes = [callback for callback in trainer.callbacks if isinstance(callback, PluginRuntime)]
+    assert len(runtimes) == 2
+    assert [runtime.acts_on(trainer, model) for runtime in runtimes] == [True, False]
+
+
+def test_ddp_lets_aand_skip_the_stage_it_does_not_train(tmp_path: Path) -> None:
+    """Under DDP the runtime sets find_unused_parameters for AAND (two stages), and leaves DSKD's DDP as it is."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from anomalib_kd_ext.runtime.adapters import ddp_kwargs
+
+    for model_class, expected in ((AAND, True), (DSKD, None)):
+        trainer = Trainer(default_root_dir=tmp_path, logger=False, accelerator="cpu", strategy=DDPStrategy())
+        _runtime(trainer).setup(trainer, model_class(**RESNET18), "fit")
+        assert ddp_kwargs(trainer.strategy).get("find_unused_parameters") is expected, model_class.__name__
+
+
+def test_switched_off_plugin_adds_no_callback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ANOMALIB_KD_EXT_AUTOLOAD=0`` switches the runtime callback off with the registration hook."""
+    from anomalib_kd_ext import _autoload
+
+    assert [type(callback) for callback in _autoload.lightning_callbacks()] == [PluginRuntime]
+    monkeypatch.setenv("ANOMALIB_KD_EXT_AUTOLOAD", "0")
+    assert _autoload.lightning_callbacks() == []
 
 
 def test_models_have_no_plugin_base_class() -> None:

@@ -242,7 +242,7 @@ class AAND(DistillationModuleMixin, AnomalibModule):
         super().on_fit_start()
         if self.synthesizer is not None and self.amplification_epochs > 0:
             self.synthesizer.load_textures()
-            if not self.synthesizer.seeded:  # a resumed fit has its states back already
+            if not self.synthesizer.seeded:  # unless a resumed fit had its state restored from the checkpoint
                 # a stream per rank, from the run's seed: under DDP every rank draws other anomalies
                 self.synthesizer.seed(synthesis_seed(torch.initial_seed(), self.global_rank))
             if self.synthesizer.foreground == "reference":

@@ -103,9 +103,8 @@ def input_convolutions(model: "ov.Model") -> list[str]:
     The walk starts at the model's first input (the image), follows the paths of its values (not the shape
     computations that start at ``ShapeOf``) and stops at the first convolution or MatMul of each path. The stem sees
     the normalised image; quantised to 8 bits, its error reaches every feature level of the teacher, which the student
-    does not reproduce, so it shows up in the anomaly map. Measured with ``python -m benchmarks int8-accuracy
-    --int8-studies tail-only accuracy-control`` (docs/deployment.md): NNCF's accuracy-controlled quantisation of AAND
-    returned only this convolution to FP32 to hold the held-out map error within 5 %.
+    does not reproduce, so it shows up in the anomaly map: NNCF's accuracy-controlled quantisation of AAND returned
+    only this convolution to FP32 to hold the held-out map error within 5 %.
     """
     pending = [target.get_node() for target in model.inputs[0].get_node().output(0).get_target_inputs()]
     seen: set[str] = set()
