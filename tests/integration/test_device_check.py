@@ -23,6 +23,7 @@ def test_help() -> None:
         assert option in result.stdout
 
 
+@pytest.mark.slow  # four CPU fits in a fresh process (~30 s): the GPU script's smoke run, with -m slow (CI)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the check runs its GPU parts (minutes)")
 def test_cpu_parts_on_generated_images(tmp_path: Path) -> None:
     """Fits of both models on the CPU, the deterministic repeat identical, epoch times; GPU parts said skipped."""

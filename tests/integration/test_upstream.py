@@ -227,10 +227,10 @@ def test_generated_tests_pass_in_the_patched_tree(patched_tree: tuple[Path, list
 
 @pytest.mark.parametrize(
     "config",
-    [  # one model by default: the benchmark pipeline is anomalib's, the same for every config
+    [  # with -m slow: AAND fits in the patched tree by default (test_patched_anomalib_imports_lists_and_fits...)
         pytest.param("stfpm_lite0.yaml", marks=pytest.mark.slow),
         pytest.param("dskd_lite0.yaml", marks=pytest.mark.slow),
-        "aand_lite0.yaml",
+        pytest.param("aand_lite0.yaml", marks=pytest.mark.slow),
     ],
 )
 def test_anomalib_benchmark_runs_the_shipped_configs_in_the_patched_tree(
