@@ -35,6 +35,7 @@ from .data_checks import (
     check_image_files,
     check_mask_folders,
     check_test_set,
+    show_uncaught_briefly,
 )
 from .distributed import find_unused_parameters_in_ddp
 from .resume import load_random_state, save_random_state
@@ -116,7 +117,10 @@ class PluginRuntime(Callback):
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        """When preparing or setting up the data failed: name a missing dataset root, or masks that do not pair up.
+        """Print the plugin's check errors briefly; name a missing dataset root or unpaired masks of a failed setup.
+
+        An uncaught dataset or checkpoint error (``show_briefly``) is printed as its message alone
+        (:func:`~anomalib_kd_ext.runtime.data_checks.show_uncaught_briefly`).
 
         Acts only on errors before the data was set up (a failed download, anomalib's own ``setup``); later errors
         (training, checkpoints, testing) pass untouched, and so does anything the checks themselves cannot read.
@@ -125,16 +129,20 @@ class PluginRuntime(Callback):
             DatasetProblemsError: If the datamodule's masks and anomalous images do not pair up: anomalib's ``setup``
                 then fails with a bare length error, which becomes the cause of this one.
         """
-        datamodule = getattr(trainer, "datamodule", None)
-        if self._data_set_up or datamodule is None or not self.acts_on(trainer, pl_module):
+        if not self.acts_on(trainer, pl_module):
             return
-        if isinstance(exception, DatasetProblemsError | KeyboardInterrupt):
+        if getattr(exception, "show_briefly", False):  # a dataset or checkpoint error: its message alone, uncaught
+            show_uncaught_briefly()
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        if self._data_set_up or datamodule is None or isinstance(exception, KeyboardInterrupt):
             return
         if not check_dataset_available(datamodule):
             return  # the download of a missing dataset failed: named, nothing to pair
         try:
             check_mask_folders(datamodule, report_dir=_report_dir(trainer))
         except DatasetProblemsError as problems:
+            show_uncaught_briefly()
             raise problems from exception
         except Exception:  # noqa: BLE001  # a check that cannot read the folders must not hide the original error
             return

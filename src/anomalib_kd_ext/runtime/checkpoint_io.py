@@ -43,8 +43,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
-from .data_checks import show_uncaught_briefly
-
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -96,7 +94,6 @@ class AtomicCheckpointIO(AnomalibCheckpointIO):
                 f"Could not write the checkpoint '{target}' ({reason}): free space on that disk or choose another "
                 f"run folder (--default_root_dir); {previous}."
             )
-            show_uncaught_briefly()
             raise CheckpointWriteError(error.errno, msg) from error
         finally:
             if temporary is not None:

@@ -126,7 +126,6 @@ def check_image_files(datamodule: object, report_dir: Path | str | None = None) 
             elif masked and label == 1:
                 problems.append(("no_mask", str(image_path), ""))
     if problems:
-        show_uncaught_briefly()
         raise _problems_error(problems, checked, report_dir)
 
 
@@ -151,7 +150,6 @@ def check_mask_folders(datamodule: object, report_dir: Path | str | None = None)
     for images, masks, expected in pairs:
         _pair_by_name(images, masks, expected, problems)
     if problems:
-        show_uncaught_briefly()
         checked = sum(len(images) + len(masks) for images, masks, _ in pairs)
         raise _problems_error(problems, checked, report_dir, outcome="nothing was run")
 
@@ -239,9 +237,10 @@ def show_uncaught_briefly() -> None:
     """Print an uncaught :class:`DatasetProblemsError` (or other error marked ``show_briefly``) as its message alone.
 
     The stock ``anomalib`` command lets the error of a bad dataset reach the interpreter, where anomalib's rich
-    traceback handler prints some 150 lines of anomalib and Lightning frames around the ten-line report. This wraps
-    the current ``sys.excepthook`` (rich's under the CLI) once, at the moment a dataset check fails (or a checkpoint
-    cannot be written): an uncaught error whose class sets ``show_briefly`` is then printed as ``<Class>: <message>``
+    traceback handler prints some 150 lines of anomalib and Lightning frames around the ten-line report. The runtime
+    callback (:class:`~anomalib_kd_ext.runtime.PluginRuntime`) calls this when such an error passes through a
+    trainer (``on_exception``); it wraps the current ``sys.excepthook`` (rich's under the CLI) once: an uncaught error
+    whose class sets ``show_briefly`` is then printed as ``<Class>: <message>``
     and the process exits with status 1, as before; every other exception goes to the previous hook unchanged.
     Caught errors (the Python API, notebooks, which do not use ``sys.excepthook``) are not affected.
     """
