@@ -105,8 +105,9 @@ def rewrite(text: str, year: int) -> str:
         ValueError: If a plugin name is left that has no anomalib equivalent.
     """
     text = with_anomalib_imports(text)
-    if without_header(text) != text:
-        text = header(year) + without_header(text)
+    body = without_header(text)
+    if body != text:
+        text = header(year) + body
     if "anomalib_kd_ext" in text:
         line = next(line for line in text.splitlines() if "anomalib_kd_ext" in line)
         msg = f"no anomalib equivalent for a plugin reference: {line.strip()!r}"
@@ -222,7 +223,8 @@ def register_image(path: Path) -> None:
 
 def register_models(path: Path) -> None:
     """Add AAND and DSKD to ``from .image import (...)`` and ``__all__`` of ``anomalib/models/__init__.py``."""
-    text = _edit_block(path.read_text(), list(MODELS), _is_image_import, "`from .image import (...)`", quoted=False)
+    what = f"`from .image import (...)` in {path}"
+    text = _edit_block(path.read_text(), list(MODELS), _is_image_import, what, quoted=False)
     path.write_text(_edit_all(text, list(MODELS)))
 
 

@@ -23,10 +23,7 @@ REPO = Path(__file__).parents[2]
 
 def run_benchmark(task: str, *args: str) -> subprocess.CompletedProcess:
     """Run ``python -m benchmarks <task>`` from the repository root; output captured, no exception on failure."""
-    return run_offline(
-        [sys.executable, "-m", "benchmarks", task, *args],
-        REPO,
-    )  # this interpreter, this repo's benchmarks
+    return run_offline([sys.executable, "-m", "benchmarks", task, *args], REPO)
 
 
 def run_grid(*args: str) -> subprocess.CompletedProcess:

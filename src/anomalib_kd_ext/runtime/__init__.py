@@ -18,13 +18,7 @@ from .data_checks import (
     check_test_set,
     show_uncaught_briefly,
 )
-from .resume import (
-    attached_trainer,
-    capture_random_state,
-    load_random_state,
-    restore_random_state,
-    save_random_state,
-)
+from .resume import capture_random_state, load_random_state, restore_random_state, save_random_state
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -32,7 +26,6 @@ __all__ = [
     "CheckpointWriteError",
     "DatasetProblemsError",
     "PluginRuntime",
-    "attached_trainer",
     "capture_random_state",
     "check_dataset_available",
     "check_image_files",

@@ -132,14 +132,3 @@ def load_random_state(trainer: Trainer | None, module: LightningModule, checkpoi
         for generator in module_generators(module).values():
             base = int(torch.randint(2**62, (1,), generator=generator))
             generator.manual_seed((base + 0x9E3779B97F4A7C15 * (rank + 1)) % 2**63)
-
-
-def attached_trainer(module: LightningModule) -> Trainer | None:
-    """The ``Trainer`` that ``module`` is attached to, or ``None`` (e.g. in ``load_from_checkpoint``).
-
-    Lightning's public ``LightningModule.trainer`` raises a ``RuntimeError`` when no trainer is attached.
-    """
-    try:
-        return module.trainer
-    except RuntimeError:
-        return None
